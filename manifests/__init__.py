@@ -1,0 +1,1 @@
+"""The on-disk record of a run: schema, shard part files, final exports."""

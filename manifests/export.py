@@ -1,0 +1,190 @@
+"""Final outputs of a run: WORK/manifest.csv + .parquet (kept items) and reports/rejected.csv.
+
+Every item ends with exactly one final status: the first stage (in stage order) that did not
+keep it decides; an item whose shard never finished a stage is ``failed`` / ``worker_crash``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests.schema import FAILED, KEPT, MANIFEST_COLUMNS, REJECTED_COLUMNS
+from manifests.store import Store, _atomic
+from stages.base import STAGES, Item
+
+Row = dict[str, Any]
+
+
+@dataclass
+class Stats:
+    """Counts for the summary and ``status``: per stage kept, and rejected/failed by reason."""
+
+    items: int = 0
+    ingest_rejected: Counter[str] = field(default_factory=Counter)
+    kept: Counter[str] = field(default_factory=Counter)
+    dropped: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    final_kept: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    missing: int = 0
+
+
+def final_rows(stages: Sequence[str], store: Store, items: Iterable[Item] | None = None, *,
+               upto: str | None = None, stats: Stats | None = None) -> Iterator[Row]:
+    """One row per final item (children of split items included), in shard order.
+
+    ``upto`` stops before that stage's dataset step (what a dataset step gets as input).
+    """
+    stats = stats if stats is not None else Stats()
+    stop = stages.index(upto) if upto else len(stages)
+    item_stages = [n for n in stages if STAGES[n](None).per_item]
+    data_stages = [n for n in stages[:stop] if STAGES[n](None).per_dataset]
+    decided = {n: {r["key"]: r for r in store.read_dataset(n)} for n in data_stages}
+    by_shard: dict[int, list[Row]] = defaultdict(list)
+    for r in store.read_items():
+        stats.items += 1
+        if r["status"] == KEPT:
+            by_shard[r["shard"]].append(r)
+        else:
+            stats.ingest_rejected[r["reason"]] += 1
+            yield _base(r) | {"status": r["status"], "stage": "ingest", "reason": r["reason"], "detail": r["detail"]}
+    for shard in sorted(by_shard):
+        parts = {n: {o["key"]: o for o in store.read_part(n, shard)} if store.is_done(n, shard) else None for n in item_stages}
+        for r in by_shard[shard]:
+            yield from _walk(_base(r) | {"status": KEPT}, stages[:stop], parts, decided, stats)
+
+
+def _base(r: Row) -> Row:
+    return {"key": r["key"], "source": r["source"], "file": r["source"] if r["member"] or not r["path"] else r["path"],
+            "label": r["label"], "group": r["group"], "meta": json.loads(r["meta"]), "metrics": {}}
+
+
+def _walk(row: Row, stages: Sequence[str], parts: dict[str, dict[str, Row] | None],
+          decided: dict[str, dict[str, Row]], stats: Stats) -> Iterator[Row]:
+    live = [row]
+    for name in stages:
+        nxt = []
+        for cur in live:
+            outs: list[Row | None] = []
+            if name in parts:
+                part = parts[name]
+                if part is None:
+                    outs = [None]
+                elif cur["key"] in part:
+                    outs = [part[cur["key"]]]
+                else:
+                    i = 0
+                    while f"{cur['key']}#{i}" in part:
+                        outs.append(part[f"{cur['key']}#{i}"])
+                        i += 1
+                    outs = outs or [None]
+            for o in outs:
+                if o is None:
+                    stats.dropped[name][f"{FAILED}:worker_crash"] += 1
+                    yield cur | {"status": FAILED, "stage": name, "reason": "worker_crash", "detail": "the shard did not finish this stage"}
+                    continue
+                metrics = json.loads(o["metrics"])
+                child = cur | {"key": o["key"], "metrics": cur["metrics"] | metrics}
+                if o["artifact"] and STAGES[name].produces_file:
+                    child["file"] = o["artifact"]
+                if name == "compress" and o["status"] == KEPT:
+                    stats.bytes_in += metrics.get("bytes_in", 0)
+                    stats.bytes_out += metrics.get("bytes_out", 0)
+                if o["status"] != KEPT:
+                    stats.dropped[name][f"{o['status']}:{o['reason']}"] += 1
+                    yield child | {"status": o["status"], "stage": name, "reason": o["reason"], "detail": o["detail"]}
+                else:
+                    nxt.append(child)
+            if not outs and name not in parts:
+                nxt.append(cur)
+        live = []
+        for cur in nxt:
+            d = decided.get(name, {}).get(cur["key"])
+            if d is not None and d["status"] != KEPT:
+                stats.dropped[name][f"{d['status']}:{d['reason']}"] += 1
+                yield cur | {"status": d["status"], "stage": name, "reason": d["reason"], "detail": d["detail"]}
+                continue
+            if d is not None:
+                cur = cur | {"metrics": cur["metrics"] | json.loads(d["metrics"])}
+            stats.kept[name] += 1
+            live.append(cur)
+    for cur in live:
+        stats.final_kept += 1
+        yield cur
+
+
+def manifest_columns(stages: Sequence[str]) -> list[str]:
+    cols = list(MANIFEST_COLUMNS)
+    for n in stages:
+        cols += [c for c in STAGES[n].columns if c not in cols]
+    return cols
+
+
+def manifest_row(r: Row, cols: Sequence[str]) -> dict[str, Any]:
+    m = r["metrics"]
+    return {c: r[c] if c in ("key", "source", "file", "label", "group") else m.get(c, "") for c in cols}
+
+
+def _csv_bytes(cols: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(cols), lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if v is None else v for k, v in r.items()})
+    return buf.getvalue().encode("utf-8")
+
+
+def write(work: Path, stages: Sequence[str], store: Store, missing: Sequence[str] = ()) -> Stats:
+    """Write manifest.csv, manifest.parquet, reports/rejected.csv (and missing_images.csv)."""
+    stats = Stats(missing=len(missing))
+    kept, dropped = [], []
+    for r in final_rows(stages, store, stats=stats):
+        (kept if r["status"] == KEPT else dropped).append(r)
+    cols = manifest_columns(stages)
+    kept.sort(key=lambda r: r["key"])
+    dropped.sort(key=lambda r: r["key"])
+    rows = [manifest_row(r, cols) for r in kept]
+    _atomic(work / "manifest.csv", _csv_bytes(cols, rows))
+    table = pa.table({c: pa.array([_cell(r[c]) for r in rows], pa.string()) for c in cols})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    _atomic(work / "manifest.parquet", buf.getvalue())
+    _atomic(work / "reports" / "rejected.csv", _csv_bytes(REJECTED_COLUMNS, dropped))
+    if missing:
+        _atomic(work / "reports" / "missing_images.csv", _csv_bytes(["filename"], ({"filename": m} for m in missing)))
+    return stats
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def summary(stats: Stats, work: Path, seconds: float) -> str:
+    """The one-screen end-of-run summary."""
+    lines = [f"{stats.items} items: {stats.final_kept} kept, {stats.items - stats.final_kept} not kept ({seconds:.1f}s)"]
+    if stats.ingest_rejected:
+        lines.append(f"  ingest     refused {sum(stats.ingest_rejected.values())}: " + _reasons(stats.ingest_rejected))
+    for name in list(dict.fromkeys([*stats.kept, *stats.dropped])):
+        d = stats.dropped.get(name, Counter())
+        lines.append(f"  {name:<10} kept {stats.kept[name]}" + (f", not kept {sum(d.values())}: {_reasons(d)}" if d else ""))
+    if stats.bytes_in:
+        lines.append(f"  compress   {stats.bytes_in / 1e6:.1f} MB -> {stats.bytes_out / 1e6:.1f} MB "
+                     f"({stats.bytes_in / max(stats.bytes_out, 1):.1f}x smaller)")
+    if stats.missing:
+        lines.append(f"  {stats.missing} label record(s) without an image: reports/missing_images.csv")
+    lines.append(f"manifest: {work / 'manifest.csv'}   rejected: {work / 'reports' / 'rejected.csv'}")
+    return "\n".join(lines)
+
+
+def _reasons(c: Counter[str]) -> str:
+    return ", ".join(f"{k.split(':')[-1]} {v}" for k, v in c.most_common())

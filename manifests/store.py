@@ -1,0 +1,139 @@
+"""Shard part files and done markers: the on-disk state that makes a run resumable.
+
+``manifests/ingest/items.parquet`` holds every item and its shard; ``manifests/<stage>/part-N.parquet``
+holds one stage's outcomes for shard N, and ``part-N.done`` is written after it. A part without a
+marker does not count. ``manifests/<stage>/dataset.parquet`` (+ ``.done``) holds a dataset step.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests.schema import ITEM_COLUMNS, OUTCOME_COLUMNS, SCHEMA_VERSION
+
+_OUTCOME_SCHEMA = pa.schema([(c, pa.string()) for c in OUTCOME_COLUMNS])
+_ITEM_SCHEMA = pa.schema(
+    [(c, pa.string()) for c in ITEM_COLUMNS] + [("data", pa.binary()), ("shard", pa.int32())]
+)
+
+
+def _atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def dumps(metrics: Any) -> str:
+    """Canonical JSON (sorted keys, no spaces): stable bytes for the same values."""
+    return json.dumps(metrics, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+class Store:
+    """Reads and writes ``WORK/manifests``."""
+
+    def __init__(self, work: Path) -> None:
+        self.root = work / "manifests"
+
+    # -- items -----------------------------------------------------------------------------
+    @property
+    def items_path(self) -> Path:
+        return self.root / "ingest" / "items.parquet"
+
+    def write_items(self, rows: list[dict[str, Any]]) -> None:
+        cols = {name: [r[name] for r in rows] for name in _ITEM_SCHEMA.names}
+        _atomic(self.items_path, _parquet_bytes(pa.table(cols, schema=_ITEM_SCHEMA)))
+
+    def read_items(self) -> list[dict[str, Any]]:
+        if not self.items_path.exists():
+            return []
+        return pq.read_table(self.items_path).to_pylist()
+
+    # -- per-shard parts ------------------------------------------------------------------
+    def part(self, stage: str, shard: int) -> Path:
+        return self.root / stage / f"part-{shard:05d}.parquet"
+
+    def is_done(self, stage: str, shard: int) -> bool:
+        return self.part(stage, shard).with_suffix(".done").exists()
+
+    def done_shards(self, stage: str) -> set[int]:
+        d = self.root / stage
+        if not d.is_dir():
+            return set()
+        return {int(p.stem.split("-")[1]) for p in d.glob("part-*.done")}
+
+    def write_part(self, stage: str, shard: int, rows: Iterable[dict[str, Any]]) -> None:
+        """Write a shard's outcomes, then its marker: the marker exists only over a whole part."""
+        self._write_rows(self.part(stage, shard), rows)
+
+    def read_part(self, stage: str, shard: int) -> list[dict[str, Any]]:
+        return pq.read_table(self.part(stage, shard)).to_pylist()
+
+    def read_stage(self, stage: str) -> Iterator[dict[str, Any]]:
+        for shard in sorted(self.done_shards(stage)):
+            yield from self.read_part(stage, shard)
+
+    # -- dataset steps --------------------------------------------------------------------
+    def dataset_part(self, stage: str) -> Path:
+        return self.root / stage / "dataset.parquet"
+
+    def dataset_done(self, stage: str) -> bool:
+        return self.dataset_part(stage).with_suffix(".done").exists()
+
+    def write_dataset(self, stage: str, rows: Iterable[dict[str, Any]]) -> None:
+        self._write_rows(self.dataset_part(stage), rows)
+
+    def read_dataset(self, stage: str) -> list[dict[str, Any]]:
+        return pq.read_table(self.dataset_part(stage)).to_pylist() if self.dataset_done(stage) else []
+
+    def _write_rows(self, path: Path, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        cols = {c: [r[c] for r in rows] for c in OUTCOME_COLUMNS}
+        _atomic(path, _parquet_bytes(pa.table(cols, schema=_OUTCOME_SCHEMA)))
+        _atomic(path.with_suffix(".done"), b"")
+
+    # -- invalidation ---------------------------------------------------------------------
+    def clear(self, stage: str, *, dataset_only: bool = False) -> None:
+        if dataset_only:
+            self.dataset_part(stage).with_suffix(".done").unlink(missing_ok=True)
+            self.dataset_part(stage).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.root / stage, ignore_errors=True)
+
+    def stages_on_disk(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name != "ingest")
+
+    # -- fingerprints and failures --------------------------------------------------------
+    def _json(self, name: str) -> dict[str, Any]:
+        p = self.root / name
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def fingerprints(self) -> dict[str, Any]:
+        fps = self._json("fingerprints.json")
+        return fps if fps.get("schema") == SCHEMA_VERSION else {}
+
+    def save_fingerprints(self, fps: dict[str, Any]) -> None:
+        _atomic(self.root / "fingerprints.json", json.dumps({**fps, "schema": SCHEMA_VERSION}, indent=1, sort_keys=True, ensure_ascii=False).encode())
+
+    def failures(self) -> dict[str, Any]:
+        return self._json("failed.json")
+
+    def save_failures(self, failed: dict[str, Any]) -> None:
+        _atomic(self.root / "failed.json", json.dumps(failed, indent=1, sort_keys=True).encode())

@@ -1,0 +1,151 @@
+"""Command line: argparse subcommands; the one place exceptions become messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pipeline import __version__
+
+log = logging.getLogger("facesift")
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _stage_flags(p: argparse.ArgumentParser) -> None:
+    import stages  # noqa: F401  (registers every stage)
+    from pipeline.config import stage_fields
+    from stages.base import ORDER, STAGES
+
+    for name in (n for n in ORDER if n in STAGES):
+        g = p.add_argument_group(f"{name} stage ([{name}] in the config file)")
+        for f, typ in stage_fields(name):
+            flags = [f"--{name}-{f.name.replace('_', '-')}"] + list(f.metadata.get("flags", ()))
+            default = f.default if f.default is not _MISSING else f.default_factory()  # type: ignore[misc]
+            helptext = f"{f.metadata.get('help', f.name)} (default: {default!r})"
+            dest = f"{name}.{f.name}"
+            if typ is bool:
+                g.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+            else:
+                choices = f.metadata.get("choices")
+                g.add_argument(*flags, dest=dest, default=None, metavar=f.name.upper(), choices=choices, help=helptext)
+
+
+_MISSING: Any = __import__("dataclasses").MISSING
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="facesift", description="Clean, split and train on large face-emotion datasets.")
+    p.add_argument("--version", action="version", version=f"facesift {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    r = sub.add_parser("run", help="run pipeline stages over an input dataset",
+                       description="Run stages over --input into the workspace --out; re-running resumes.")
+    g = r.add_argument_group("run")
+    g.add_argument("--input", "-i", help="dataset folder, .zip file or FER2013 .csv")
+    g.add_argument("--out", "-o", help="workspace folder (created; holds manifests, images, reports)")
+    g.add_argument("--stages", help="comma-separated stages to run, in any order (default: compress)")
+    g.add_argument("--config", type=Path, help="TOML file with [run], [source] and per-stage tables; flags win")
+    g.add_argument("--workers", "-j", help="parallel worker processes (default: all cores)")
+    g.add_argument("--backend", help="executor: sequential | loky | dask (default: loky when workers > 1)")
+    g.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (implies --backend dask)")
+    g.add_argument("--shard-size", dest="shard_size", help="items per shard, the unit of work and resume (default: 256)")
+    g.add_argument("--retries", help="times a failed shard is retried (default: 2)")
+    g.add_argument("--max-pixels", dest="max_pixels", help="refuse larger images as too_large (default: 100000000)")
+    g.add_argument("--dry-run", action="store_true", help="list the input and say what would run; write nothing")
+    s = r.add_argument_group("source")
+    s.add_argument("--layout", dest="source.layout", help="auto | folder | aihub | fer2013 (default: auto)")
+    s.add_argument("--label-policy", dest="source.label_policy",
+                   help="AIHub label: uploader | majority (2 of 3 annotators) | unanimous (default: majority)")
+    s.add_argument("--labels", dest="source.labels", help="comma-separated labels to keep; others become unlabeled rows")
+    s.add_argument("--alias", dest="source.aliases", action="append", metavar="RAW=LABEL",
+                   help="map a raw label (folder name, AIHub emotion) to a canonical one; repeatable")
+    _stage_flags(r)
+    _verbosity(r)
+
+    st = sub.add_parser("status", help="per stage: shards done/pending, kept, rejected by reason, failed",
+                        description="Show the state of a workspace without changing it.")
+    st.add_argument("work", type=Path, help="workspace folder given as --out to run")
+    _verbosity(st)
+    return p
+
+
+def _verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="more log lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname).1s %(message)s", stream=sys.stderr, force=True)
+    from pipeline.config import ConfigError
+
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_status(args.work)
+    except ConfigError as e:
+        print(f"facesift: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facesift: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline import config, runner
+
+    file = config.load_toml(args.config) if args.config else {}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "dry_run", "verbose", "quiet")}
+    cfg = config.build(file, flags)
+    result = runner.run(cfg, dry_run=args.dry_run)
+    print(result.summary)
+    if not result.ok:
+        shards = ", ".join(f"{k}: {len(v)}" for k, v in result.failed_shards.items())
+        print(f"facesift: some shards failed ({shards}); re-run the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(work: Path) -> int:
+    from manifests.store import Store
+    from pipeline.config import ConfigError
+    from stages.base import ORDER
+
+    store = Store(work)
+    items = store.read_items()
+    if not items:
+        raise ConfigError(f"{work} is not a facesift workspace (no manifests/ingest/items.parquet)")
+    shards = max((r["shard"] for r in items), default=-1) + 1
+    refused = Counter(r["reason"] for r in items if r["status"] != "kept")
+    print(f"{work}: {len(items)} items, {shards} shards; refused at ingest: {sum(refused.values())}"
+          + (f" ({_fmt(refused)})" if refused else ""))
+    failed = store.failures().get("shards", {})
+    print(f"{'stage':<10} {'done':>6} {'pending':>8} {'kept':>8} {'rejected':>9} {'failed':>7}  reasons")
+    for name in sorted(store.stages_on_disk(), key=lambda n: ORDER.index(n) if n in ORDER else 99):
+        done = store.done_shards(name)
+        rows = list(store.read_stage(name)) or store.read_dataset(name)
+        if store.dataset_done(name) and store.done_shards(name):
+            rows = list(store.read_stage(name))  # per-item counts; the decisions follow below
+        counts = Counter(r["status"] for r in rows)
+        reasons = Counter(r["reason"] for r in rows if r["status"] != "kept")
+        pending = (shards - len(done)) if done or not store.dataset_done(name) else 0
+        print(f"{name:<10} {len(done):>6} {pending:>8} {counts['kept']:>8} {counts['rejected']:>9} {counts['failed']:>7}  {_fmt(reasons)}"
+              + (f"  [failed shards: {', '.join(map(str, failed[name]))}]" if failed.get(name) else ""))
+    return 1 if any(failed.values()) else 0
+
+
+def _fmt(c: Counter[str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in c.most_common())

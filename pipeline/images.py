@@ -1,0 +1,212 @@
+"""The only place that decodes and encodes images.
+
+Bytes in (never ``cv2.imread(path)``, which fails on non-ASCII paths), EXIF orientation applied
+first, reduced decodes from JPEG DCT scaling, a decompression-bomb guard, atomic writes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+# EXIF orientations 5-8 swap width and height.
+_SWAPS = {5, 6, 7, 8}
+
+
+class DecodeError(Exception):
+    """An image that cannot be used; ``reason`` is a code from manifests.schema.REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Decoded:
+    """One image, decoded at most once, upright, with cached reduced copies.
+
+    Args:
+        read: returns the encoded bytes (called once, lazily).
+        max_pixels: images with more pixels are refused as ``too_large`` before decoding.
+    """
+
+    def __init__(self, read: Callable[[], bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self._read = read
+        self.max_pixels = max_pixels
+        self._data: bytes | None = None
+        self._header: Image.Image | None = None
+        self._pil: Image.Image | None = None
+        self._full: np.ndarray | None = None
+        self._reduced: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+        return cls(lambda: data, max_pixels)
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            try:
+                self._data = self._read()
+            except OSError as e:
+                raise DecodeError("unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
+            if not self._data:
+                raise DecodeError("decode_error", "empty file (0 bytes)")
+        return self._data
+
+    def _open(self) -> Image.Image:
+        """A fresh lazily-loading PIL image (header parsed, pixels not yet decoded)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(io.BytesIO(self.data))
+        except Image.DecompressionBombError as e:
+            raise DecodeError("too_large", str(e)) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise DecodeError("decode_error", f"not a recognised image: {e}") from None
+        w, h = im.size
+        if w * h > self.max_pixels:
+            raise DecodeError("too_large", f"{w}x{h} = {w * h / 1e6:.0f} MP > limit {self.max_pixels / 1e6:.0f} MP")
+        if w == 0 or h == 0:
+            raise DecodeError("decode_error", f"empty image {w}x{h}")
+        return im
+
+    @property
+    def header(self) -> Image.Image:
+        if self._header is None:
+            self._header = self._open()
+        return self._header
+
+    @property
+    def format(self) -> str:
+        return self.header.format or ""
+
+    @property
+    def orientation(self) -> int:
+        try:
+            return int(self.header.getexif().get(0x0112, 1) or 1)
+        except Exception:  # a broken EXIF block must not cost the image
+            return 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Upright (EXIF-applied) width and height, from the header alone."""
+        w, h = self.header.size
+        return (h, w) if self.orientation in _SWAPS else (w, h)
+
+    def pil(self) -> Image.Image:
+        """Full-resolution upright image as PIL, mode ``L`` or ``RGB``."""
+        if self._pil is None:
+            self._pil = self._load(self._open())
+        return self._pil
+
+    def full(self) -> np.ndarray:
+        """Full-resolution upright pixels: HxW (grayscale) or HxWx3 RGB, uint8."""
+        if self._full is None:
+            self._full = np.asarray(self.pil())
+        return self._full
+
+    def at_most(self, side: int) -> np.ndarray:
+        """Upright pixels with the longer side at most *side*, decoded reduced where possible."""
+        w, h = self.size
+        if max(w, h) <= side:
+            return self.full()
+        if side not in self._reduced:
+            self._reduced[side] = self._reduce(side)
+        return self._reduced[side]
+
+    def _reduce(self, side: int) -> np.ndarray:
+        import cv2
+
+        w, h = self.size
+        scale = side / max(w, h)
+        tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+        if self._pil is not None:
+            src = self.full()
+        else:
+            im = self._open()
+            if im.format == "JPEG":
+                raw = (th, tw) if self.orientation in _SWAPS else (tw, th)
+                im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", raw)  # DCT scaling: 1/2..1/8
+            src = np.asarray(self._load(im))
+        if src.shape[1] == tw and src.shape[0] == th:
+            return src
+        return cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA)
+
+    @staticmethod
+    def _load(im: Image.Image) -> Image.Image:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                im.load()
+                im = ImageOps.exif_transpose(im) or im
+            return to_l_or_rgb(im)
+        except DecodeError:
+            raise
+        except (OSError, SyntaxError, ValueError, MemoryError) as e:
+            raise DecodeError("decode_error", f"{type(e).__name__}: {e}") from None
+
+
+def to_l_or_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode to ``L`` or ``RGB``: 16-bit scaled, alpha over white, CMYK converted."""
+    mode = im.mode
+    if mode in ("L", "RGB"):
+        return im
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im)
+        hi = 65535 if mode.startswith("I;16") or a.max(initial=0) > 255 else 255
+        return Image.fromarray((a.astype(np.float32) * (255 / hi)).clip(0, 255).astype(np.uint8), "L")
+    if mode == "1":
+        return im.convert("L")
+    if "A" in mode or mode == "P" and "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def to_rgb(a: np.ndarray) -> np.ndarray:
+    """HxW or HxWx3 uint8 -> HxWx3 RGB."""
+    return np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
+
+
+def to_gray(a: np.ndarray) -> np.ndarray:
+    """HxW or HxWx3 RGB uint8 -> HxW grayscale."""
+    import cv2
+
+    return a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
+
+
+def encode_jpeg(image: Image.Image | np.ndarray, quality: int) -> bytes:
+    """JPEG bytes (4:2:0, baseline) of a PIL image or an L/RGB array."""
+    im = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write *data* to *path* via a temporary file and a rename: readers never see half a file.
+
+    No fsync: the guarantee is against killed processes, which is what resume handles; a power
+    cut is left to the file system's journal.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def encode_png(a: np.ndarray) -> bytes:
+    """PNG bytes of an L/RGB array (lossless; for images that have no file of their own)."""
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()

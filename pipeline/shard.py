@@ -1,0 +1,96 @@
+"""One task: one shard of items through the run's consecutive per-item stages, one decode each.
+
+Runs in a worker process. Writes only artifacts; outcomes go back to the driver, which writes
+the part files. Stages already done for the shard are not re-run: their stored outcomes are
+replayed (and ``restore`` rebuilds any image they handed on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from manifests.schema import KEPT
+from pipeline.executor import pin_threads
+from pipeline.images import Decoded, DecodeError
+from pipeline.sources import read_item
+from stages.base import Context, Item, Outcome, Stage
+
+
+@dataclass
+class ShardTask:
+    shard: int
+    items: list[Item]
+    stages: list[Stage]
+    #: outcomes of the stages already done for this shard: stage -> key -> outcome
+    done: Mapping[str, Mapping[str, Outcome]]
+    work: Path
+    max_pixels: int
+
+
+@dataclass
+class ShardResult:
+    shard: int
+    outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
+
+
+def children(stored: Mapping[str, Outcome], key: str) -> list[Outcome]:
+    """The stored outcomes for *key*: its own, or those of the items it was split into."""
+    if key in stored:
+        return [stored[key]]
+    out, i = [], 0
+    while f"{key}#{i}" in stored:
+        out.append(stored[f"{key}#{i}"])
+        i += 1
+    return out
+
+
+def run_shard(task: ShardTask) -> ShardResult:
+    pin_threads()
+    todo = [s for s in task.stages if s.name not in task.done]
+    for s in todo:
+        s.ensure_setup()
+    result = ShardResult(task.shard, {s.name: [] for s in todo})
+    for item in task.items:
+        for name, outs in run_item(item, task).items():
+            result.outcomes[name].extend(outs)
+    return result
+
+
+def run_item(item: Item, task: ShardTask) -> dict[str, list[Outcome]]:
+    """All stages for one item (and whatever it splits into); returns new outcomes by stage."""
+    image = Decoded(lambda: read_item(item), task.max_pixels)
+    live: list[tuple[Item, Any, dict[str, Outcome]]] = [(item, None, {})]
+    new: dict[str, list[Outcome]] = {}
+    for stage in task.stages:
+        nxt = []
+        for it, view, upstream in live:
+            ctx = Context(task.work, view, upstream)
+            stored = task.done.get(stage.name)
+            if stored is not None:
+                outs = children(stored, it.key)
+                outs = [dataclasses.replace(o, view=stage.restore(it, o, ctx)) if o.status == KEPT else o for o in outs]
+            else:
+                outs = _process(stage, it, image, ctx)
+                new.setdefault(stage.name, []).extend(dataclasses.replace(o, view=None) for o in outs)
+            for o in outs:
+                if o.status == KEPT:
+                    child = it if o.key == it.key else dataclasses.replace(it, key=o.key)
+                    nxt.append((child, o.view if o.view is not None else view, {**upstream, stage.name: o}))
+        live = nxt
+    return new
+
+
+def _process(stage: Stage, item: Item, image: Decoded, ctx: Context) -> list[Outcome]:
+    try:
+        res = stage.process(item, image, ctx)
+    except DecodeError as e:
+        return [Outcome.rejected(item.key, e.reason, e.detail)]
+    except MemoryError:
+        return [Outcome.rejected(item.key, "too_large", "out of memory decoding or processing this image")]
+    except Exception as e:  # one image's bug must not cost the shard: it becomes a row
+        return [Outcome.failed(item.key, "stage_error", f"{type(e).__name__}: {e}")]
+    return res if isinstance(res, list) else [res]

@@ -1,0 +1,189 @@
+"""Contracts every stage follows: Item, Outcome, ItemStage, DatasetStage, and the registry.
+
+A stage is a class with a ``name``, a frozen ``Params`` dataclass (its configuration) and either a
+per-item ``process`` (run inside the fused per-shard pass, on an already decoded image) or a
+dataset-level ``run`` (run by the driver over the records every earlier stage kept), or both.
+Fields of ``Params`` whose metadata says ``decide=True`` only decide from stored scores: changing
+them re-runs ``run`` but never the per-item work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from manifests.schema import FAILED, KEPT, REJECTED, check_reason
+from pipeline.images import Decoded
+
+#: Canonical order of the stages; a run executes the asked ones in this order.
+ORDER = ("compress", "crop", "ocr", "quality", "dedup", "split", "train")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One source image.
+
+    Attributes:
+        key: stable, NFC-normalised relative path; unique in a run; the sort key everywhere.
+        source: where it came from, for people: a path, or ``zip::member``.
+        path: file to read (the zip file for a zip member).
+        member: name of the zip member as stored, or ``""``.
+        label: canonical label, or ``""`` when unknown.
+        group: person/subject id for leak-free splits (``""``: the item is its own group).
+        meta: dataset extras (gender, age, annotator labels and boxes, source split, ...).
+        data: the encoded image itself when it has no file (FER2013 CSV rows).
+    """
+
+    key: str
+    source: str
+    path: str
+    member: str = ""
+    label: str = ""
+    group: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one stage decided for one item.
+
+    ``view`` is not stored: it is the image a stage hands to the stages after it in the same
+    fused pass (the face crop, say). A list of outcomes with keys ``<key>#0``, ``<key>#1``, ...
+    from ``process`` splits one item into several (one per face).
+    """
+
+    key: str
+    status: str = KEPT
+    reason: str = ""
+    detail: str = ""
+    artifact: str = ""
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    view: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def rejected(cls, key: str, reason: str, detail: str = "", **metrics: Any) -> Outcome:
+        return cls(key, REJECTED, check_reason(reason), detail, metrics=metrics)
+
+    @classmethod
+    def failed(cls, key: str, reason: str, detail: str = "") -> Outcome:
+        return cls(key, FAILED, check_reason(reason), detail)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a per-item stage may use besides the item and its decoded image.
+
+    Attributes:
+        work: the workspace root; artifacts go below it.
+        view: the image the previous stage handed on (e.g. the face crop), or None.
+        upstream: outcomes of the earlier stages for this item, by stage name.
+    """
+
+    work: Path
+    view: np.ndarray | None = None
+    upstream: Mapping[str, Outcome] = field(default_factory=dict)
+
+    def artifact_path(self, folder: str, key: str, suffix: str) -> tuple[Path, str]:
+        """Absolute path and workspace-relative name of an artifact for *key*."""
+        rel = f"images/{folder}/{key_to_relpath(key, suffix)}"
+        return self.work / rel, rel
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base of every stage's parameters (a frozen dataclass)."""
+
+
+class Stage:
+    """Base class; subclasses set ``name``/``Params`` and define ``process`` and/or ``run``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+    #: Bump when the stage's output changes for the same parameters: invalidates old results.
+    version: ClassVar[int] = 1
+    #: Metrics copied into WORK/manifest.csv, in this order.
+    columns: ClassVar[tuple[str, ...]] = ()
+    #: Artifacts of this stage are the file users train on (the latest such stage wins).
+    produces_file: ClassVar[bool] = False
+
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+        self._ready = False
+
+    @property
+    def per_item(self) -> bool:
+        return type(self).process is not Stage.process
+
+    @property
+    def per_dataset(self) -> bool:
+        return type(self).run is not Stage.run
+
+    def ensure_setup(self) -> None:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+
+    def setup(self) -> None:
+        """Load models and the like, once per worker process."""
+
+    def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome | list[Outcome]:
+        raise NotImplementedError(f"{self.name} has no per-item step")
+
+    def restore(self, item: Item, outcome: Outcome, ctx: Context) -> np.ndarray | None:
+        """Rebuild the ``view`` this stage handed on, from its stored outcome (on resume)."""
+        return None
+
+    def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
+        """Dataset-level step over the records every earlier stage kept."""
+        raise NotImplementedError(f"{self.name} has no dataset step")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ship parameters to workers, never loaded models.
+        return {"params": self.params}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.params = state["params"]
+        self._ready = False
+
+
+def param_dict(params: Params, *, decide: bool | None = None) -> dict[str, Any]:
+    """Parameters as a plain dict; ``decide=False`` leaves out the decision-only fields."""
+    out = {}
+    for f in dataclasses.fields(params):
+        if decide is not None and bool(f.metadata.get("decide")) != decide:
+            continue
+        out[f.name] = getattr(params, f.name)
+    return out
+
+
+def key_to_relpath(key: str, suffix: str) -> str:
+    """Workspace-relative artifact path for a key: extension replaced, ``#n`` kept readable."""
+    stem, _, face = key.partition("#")
+    p = Path(stem)
+    name = p.stem + (f"_face{face}" if face else "") + suffix
+    return str(p.with_name(name)) if p.name else name
+
+
+S = TypeVar("S", bound=type[Stage])
+STAGES: dict[str, type[Stage]] = {}
+
+
+def register(cls: S) -> S:
+    """Class decorator adding a stage to the registry; a duplicate name is an error."""
+    if cls.name in STAGES:
+        raise ValueError(f"stage {cls.name!r} registered twice")
+    if cls.name not in ORDER:
+        raise ValueError(f"stage {cls.name!r} missing from stages.base.ORDER")
+    STAGES[cls.name] = cls
+    return cls
+
+
+def ordered(names: Iterable[str]) -> list[str]:
+    """Stage names in canonical order."""
+    return sorted(set(names), key=ORDER.index)
