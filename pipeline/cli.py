@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections import Counter
@@ -13,6 +14,10 @@ from typing import Any, NoReturn
 from pipeline import __version__
 
 log = logging.getLogger("facesift")
+
+#: Modules adding a subcommand: each defines ``add_parser(subparsers)`` (setting
+#: ``func=<callable(args) -> int>`` via set_defaults) and is imported only to build the parser.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,16 +77,19 @@ def build_parser() -> Parser:
     s.add_argument("--alias", dest="source.aliases", action="append", metavar="RAW=LABEL",
                    help="map a raw label (folder name, AIHub emotion) to a canonical one; repeatable")
     _stage_flags(r)
-    _verbosity(r)
+    verbosity(r)
 
     st = sub.add_parser("status", help="per stage: shards done/pending, kept, rejected by reason, failed",
                         description="Show the state of a workspace without changing it.")
     st.add_argument("work", type=Path, help="workspace folder given as --out to run")
-    _verbosity(st)
+    verbosity(st)
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).add_parser(sub)
     return p
 
 
-def _verbosity(p: argparse.ArgumentParser) -> None:
+def verbosity(p: argparse.ArgumentParser) -> None:
+    """-v/-q on a subcommand (every subcommand has them)."""
     p.add_argument("-v", "--verbose", action="store_true", help="more log lines")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
@@ -95,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
-        return cmd_status(args.work)
+        if args.command == "status":
+            return cmd_status(args.work)
+        return int(args.func(args))
     except ConfigError as e:
         print(f"facesift: error: {e}", file=sys.stderr)
         return 2
