@@ -97,7 +97,7 @@ def verbosity(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname).1s %(message)s", stream=sys.stderr, force=True)
+    _log_to_stderr(level)
     from pipeline.config import ConfigError
 
     try:
@@ -112,6 +112,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facesift: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+
+
+def _log_to_stderr(level: int) -> None:
+    """One handler of ours on the root logger (replacing the previous call's), others left alone."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_facesift", False)]:
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(message)s"))
+    handler._facesift = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("distributed", "tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

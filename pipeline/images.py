@@ -70,8 +70,10 @@ class Decoded:
                 im = Image.open(io.BytesIO(self.data))
         except Image.DecompressionBombError as e:
             raise DecodeError("too_large", str(e)) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DecodeError("decode_error", f"not a recognised image: {e}") from None
+        except UnidentifiedImageError:
+            raise DecodeError("decode_error", f"not a recognised image format ({len(self.data)} bytes)") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DecodeError("decode_error", f"bad image header: {e}") from None
         w, h = im.size
         if w * h > self.max_pixels:
             raise DecodeError("too_large", f"{w}x{h} = {w * h / 1e6:.0f} MP > limit {self.max_pixels / 1e6:.0f} MP")

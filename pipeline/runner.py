@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -145,8 +146,11 @@ def per_item_pass(cfg: RunConfig, store: Store, shards: list[list[Item]]) -> dic
         stored = {name: {r["key"]: outcome_of_row(r) for r in store.read_part(name, n)} for name in done}
         tasks.append(ShardTask(n, items, stages, stored, cfg.out.resolve(), cfg.max_pixels))
     if not tasks:
-        log.info("per-item stages (%s): every shard already done", ",".join(s.name for s in stages))
+        log.info("per-item stages (%s): %s", ",".join(s.name for s in stages),
+                 "every shard already done" if shards else "no items to process")
         return {}
+    if any(store.done_shards(s.name) for s in stages):
+        sweep_temporaries(cfg.out / "images")  # a resumed run: drop half-written files of the killed one
     log.info("per-item stages (%s): %d of %d shards to do, %s with %d worker(s)",
              ",".join(s.name for s in stages), len(tasks), len(shards), cfg.executor, cfg.workers)
 
@@ -178,6 +182,21 @@ def per_item_pass(cfg: RunConfig, store: Store, shards: list[list[Item]]) -> dic
                 if s.name not in t.done:
                     failed.setdefault(s.name, []).append(t.shard)
     return failed
+
+
+def sweep_temporaries(folder: Path) -> None:
+    """Remove ``.name.pid.tmp`` files that a killed run left (see pipeline.images.atomic_write)."""
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(Path(e.path))
+            elif e.name.startswith(".") and e.name.endswith(".tmp"):
+                Path(e.path).unlink(missing_ok=True)
 
 
 def dataset_pass(cfg: RunConfig, store: Store, items: list[Item]) -> None:

@@ -1,0 +1,101 @@
+"""pipeline/images.py: every awkward encoding decodes correctly or fails with the right reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import corpus
+from pipeline.images import Decoded, DecodeError, atomic_write, encode_jpeg
+
+
+def decode(data: bytes, **kw: int) -> Decoded:
+    return Decoded.from_bytes(data, **kw)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_comes_out_upright(orientation: int) -> None:
+    ref = corpus.reference()
+    d = decode(corpus.oriented_jpeg(orientation, ref))
+    assert d.size == ref.size
+    got = d.full().astype(int)
+    assert got.shape == (ref.height, ref.width, 3)
+    assert np.abs(got - np.asarray(ref, int)).mean() < 6
+    # the reduced decode goes through DCT scaling and must be upright too
+    small = d.at_most(60)
+    assert max(small.shape[:2]) == 60 and small.shape[1] > small.shape[0]
+    assert small[5, 5, 0] > 150 and small[5, 5, 2] < 100  # red corner top-left
+
+
+def test_reduced_decode_matches_a_resized_full_decode(shared) -> None:
+    data = (shared / "faces/presence/fr_obama.jpg").read_bytes()
+    d = decode(data)
+    small = d.at_most(300).astype(float)
+    import cv2
+
+    ref = cv2.resize(decode(data).full(), (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+    assert max(small.shape) == 300
+    assert np.abs(small - ref).mean() < 4
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "decode_error"),
+        (b"\xff\xd8\xff\xe0 not really", "decode_error"),
+        (bytes(range(256)) * 20, "decode_error"),
+        (corpus.png_header(30000, 30000), "too_large"),
+    ],
+    ids=["zero-byte", "bad-jpeg-header", "random", "30000x30000"],
+)
+def test_bad_bytes_raise_decode_error_with_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as e:
+        decode(data).full()
+    assert e.value.reason == reason
+
+
+def test_truncated_jpeg_is_a_decode_error(shared) -> None:
+    data = (shared / "faces/presence/fr_obama.jpg").read_bytes()
+    with pytest.raises(DecodeError, match="decode_error"):
+        decode(data[: len(data) // 2]).full()
+
+
+def test_pixel_limit_is_configurable() -> None:
+    data = encode_jpeg(np.zeros((100, 100, 3), np.uint8), 90)
+    with pytest.raises(DecodeError, match="too_large"):
+        decode(data, max_pixels=9999).full()
+    assert decode(data, max_pixels=10000).full().shape == (100, 100, 3)
+
+
+def test_modes_become_l_or_rgb() -> None:
+    ref = corpus.reference()
+    cmyk = decode(corpus.jpeg(ref.convert("CMYK"))).full().astype(int)
+    assert cmyk.shape[2] == 3 and np.abs(cmyk - np.asarray(ref, int)).mean() < 8
+    gray = decode(corpus.jpeg(ref.convert("L"))).full()
+    assert gray.ndim == 2
+    a16 = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)
+    sixteen = decode(corpus.encoded(Image.fromarray(a16), "PNG")).full()
+    assert sixteen.dtype == np.uint8 and sixteen.ndim == 2
+    assert abs(int(sixteen[-1, -1]) - round(int(a16[-1, -1]) * 255 / 65535)) <= 1
+    rgba = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    assert decode(corpus.encoded(rgba, "PNG")).full()[0, 0].tolist() == [255, 255, 255]  # transparent -> white
+    webp = decode(corpus.encoded(ref, "WEBP"))
+    assert webp.format == "WEBP" and webp.full().shape == (80, 120, 3)
+
+
+def test_unreadable_source_is_reported_not_raised_as_oserror() -> None:
+    def boom() -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.raises(DecodeError) as e:
+        Decoded(boom).full()
+    assert e.value.reason == "unreadable"
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path) -> None:
+    target = tmp_path / "a" / "b.jpg"
+    atomic_write(target, b"x" * 10)
+    atomic_write(target, b"y" * 5)
+    assert target.read_bytes() == b"y" * 5
+    assert [p.name for p in target.parent.iterdir()] == ["b.jpg"]
