@@ -15,10 +15,11 @@ import shutil
 import sys
 import time
 import zipfile
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,12 +31,13 @@ BACKGROUNDS = ("숙박 및 거주공간", "도심 환경", "실외 자연환경"
 PER_FOLDER = 40          # images per [원천] folder before splitting into _02, _03, ...
 MARGIN = 0.30            # context margin around the face box, fraction of the box size
 UTF8_FLAG = 0x800
+Box = tuple[int, int, int, int]
 
 
 class CP949ZipInfo(zipfile.ZipInfo):
     """ZipInfo whose name is stored in CP949 without the UTF-8 flag (Korean Windows style)."""
 
-    def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # noqa: N802 (zipfile's private hook)
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:
         return self.filename.encode("cp949"), self.flag_bits & ~UTF8_FLAG
 
 
@@ -49,9 +51,13 @@ def _load(path: str) -> np.ndarray:
     return img
 
 
-def _sources(shared: Path) -> tuple[list[tuple[str, tuple[int, int, int, int]]], list[str]]:
+def _box(r: dict[str, str]) -> Box:
+    return int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"])
+
+
+def _sources(shared: Path) -> tuple[list[tuple[str, Box]], list[str]]:
     """(face sources [(path, box)], texture paths) from the shared sample data, largest faces first."""
-    faces: list[tuple[str, tuple[int, int, int, int]]] = []
+    faces: list[tuple[str, Box]] = []
     textures: list[str] = []
     with open(shared / "faces" / "presence.csv", encoding="utf-8", newline="") as fh:
         for r in csv.DictReader(fh):
@@ -60,11 +66,11 @@ def _sources(shared: Path) -> tuple[list[tuple[str, tuple[int, int, int, int]]],
                 textures.append(path)
             # one whole face with a known box (partial crops of the same photo are skipped)
             elif r["n_faces"] == "1" and r["x"] and r["face_kind"] == "real":
-                faces.append((path, tuple(int(r[k]) for k in "xywh")))  # type: ignore[misc]
-    groups: dict[str, list[tuple[int, int, int, int]]] = {}
+                faces.append((path, _box(r)))
+    groups: dict[str, list[Box]] = {}
     with open(shared / "faces" / "groups.csv", encoding="utf-8", newline="") as fh:
         for r in csv.DictReader(fh):
-            groups.setdefault(r["file"], []).append(tuple(int(r[k]) for k in "xywh"))  # type: ignore
+            groups.setdefault(r["file"], []).append(_box(r))
     for name, boxes in groups.items():
         for b in boxes:
             if min(b[2], b[3]) < 30:
@@ -145,7 +151,7 @@ def _render(task: dict[str, Any]) -> int:
     # Gaussian sensor noise (sigma 4; cv2's RNG seeded from the numpy Generator), then JPEG
     cv2.setRNGSeed(int(rng.integers(1, 2**31)))
     noise = np.empty((H, W * 3), np.int16)
-    cv2.randn(noise, 0, 4)
+    cv2.randn(noise, 0, 4)  # type: ignore[call-overload]
     img = cv2.add(img, noise.reshape(H, W, 3), dtype=cv2.CV_8U)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(task["quality"])])
     if not ok:
@@ -162,7 +168,7 @@ def _record(rng: np.random.Generator, fname: str, person: dict[str, Any], emo: s
     rec: dict[str, Any] = {"filename": fname, "gender": person["gender"], "age": person["age"],
                            "isProf": person["prof"], "faceExp_uploader": emo,
                            "bg_uploader": bg.replace("&", "/")}
-    for k, lab in zip("ABC", labels):
+    for k, lab in zip("ABC", labels, strict=True):
         j = rng.uniform(-0.03, 0.03, 4) * np.array([w, h, w, h])
         bx = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))] if rng.random() < 0.15 else bg
         rec[f"annot_{k}"] = {"boxes": {"maxX": float(min(size[0], x + w + j[2])),
@@ -224,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(old)
         elif old.exists():
             old.unlink()
-    persons = []
+    persons: list[dict[str, Any]] = []
     for p in range(max(1, min(args.persons, len(faces)))):
         persons.append({"hash": hashlib.sha256(f"facesift-bench-{args.seed}-person-{p:04d}".encode()).hexdigest(),
                         "gender": ("남", "여")[int(rng.integers(2))], "age": int(rng.integers(1, 7)) * 10,
