@@ -13,12 +13,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
-# EXIF orientations 5-8 swap width and height.
+# EXIF orientations 5-8 swap width and height; each maps to the transpose that makes it upright.
 _SWAPS = {5, 6, 7, 8}
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class DecodeError(Exception):
@@ -107,7 +116,7 @@ class Decoded:
     def pil(self) -> Image.Image:
         """Full-resolution upright image as PIL, mode ``L`` or ``RGB``."""
         if self._pil is None:
-            self._pil = self._load(self._open())
+            self._pil = self._load(self._open(), self.orientation)
         return self._pil
 
     def full(self) -> np.ndarray:
@@ -138,19 +147,20 @@ class Decoded:
             if im.format == "JPEG":
                 raw = (th, tw) if self.orientation in _SWAPS else (tw, th)
                 im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", raw)  # DCT scaling: 1/2..1/8
-            src = np.asarray(self._load(im))
+            src = np.asarray(self._load(im, self.orientation))
         if src.shape[1] == tw and src.shape[0] == th:
             return src
         return cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA)
 
     @staticmethod
-    def _load(im: Image.Image) -> Image.Image:
+    def _load(im: Image.Image, orientation: int) -> Image.Image:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 im.load()
-                im = ImageOps.exif_transpose(im) or im
-            return to_l_or_rgb(im)
+            # Transposing by hand: ImageOps.exif_transpose copies the whole image even when upright.
+            im = to_l_or_rgb(im)
+            return im.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else im
         except DecodeError:
             raise
         except (OSError, SyntaxError, ValueError, MemoryError) as e:
