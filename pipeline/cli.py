@@ -17,7 +17,7 @@ log = logging.getLogger("facesift")
 
 #: Modules adding a subcommand: each defines ``add_parser(subparsers)`` (setting
 #: ``func=<callable(args) -> int>`` via set_defaults) and is imported only to build the parser.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("pipeline.report", "pipeline.predict")
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,7 +36,7 @@ def _stage_flags(p: argparse.ArgumentParser) -> None:
     for name in (n for n in ORDER if n in STAGES):
         g = p.add_argument_group(f"{name} stage ([{name}] in the config file)")
         for f, typ in stage_fields(name):
-            flags = [f"--{name}-{f.name.replace('_', '-')}"] + list(f.metadata.get("flags", ()))
+            flags = [f"--{name}-{f.name.replace('_', '-')}", *list(f.metadata.get("flags", ()))]
             default = f.default if f.default is not _MISSING else f.default_factory()  # type: ignore[misc]
             helptext = f"{f.metadata.get('help', f.name)} (default: {default!r})"
             dest = f"{name}.{f.name}"

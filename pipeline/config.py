@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from pipeline.images import DEFAULT_MAX_PIXELS
 from pipeline.sources import LAYOUTS, SourceOptions
@@ -41,7 +42,7 @@ class RunConfig:
     shard_size: int = 256
     retries: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
-    source: SourceOptions = SourceOptions()
+    source: SourceOptions = field(default_factory=SourceOptions)
     params: Mapping[str, Params] = field(default_factory=dict)
 
     @property

@@ -178,7 +178,7 @@ def to_l_or_rgb(im: Image.Image) -> Image.Image:
         return Image.fromarray((a.astype(np.float32) * (255 / hi)).clip(0, 255).astype(np.uint8), "L")
     if mode == "1":
         return im.convert("L")
-    if "A" in mode or mode == "P" and "transparency" in im.info:
+    if "A" in mode or (mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")

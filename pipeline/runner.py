@@ -20,7 +20,7 @@ from typing import Any
 from manifests import export
 from manifests.schema import KEPT, REJECTED
 from manifests.store import Store, dumps
-from pipeline import executor, sources
+from pipeline import executor, report, sources
 from pipeline.config import RunConfig, to_toml
 from pipeline.images import atomic_write
 from pipeline.shard import ShardResult, ShardTask, run_shard
@@ -226,6 +226,7 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> RunResult:
     if not failed:
         dataset_pass(cfg, store, items)
     stats = export.write(cfg.out, cfg.stages, store, got.missing)
+    report.build(cfg.out, cfg.workers)
     summary = export.summary(stats, cfg.out, time.monotonic() - t0)
     return RunResult(not failed, failed, summary)
 

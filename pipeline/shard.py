@@ -16,6 +16,7 @@ from typing import Any
 from manifests.schema import KEPT
 from pipeline.executor import pin_threads
 from pipeline.images import Decoded, DecodeError
+from pipeline.report import make_thumbnail
 from pipeline.sources import read_item
 from stages.base import Context, Item, Outcome, Stage
 
@@ -76,6 +77,9 @@ def run_item(item: Item, task: ShardTask) -> dict[str, list[Outcome]]:
             else:
                 outs = _process(stage, it, image, ctx)
                 new.setdefault(stage.name, []).extend(dataclasses.replace(o, view=None) for o in outs)
+                for o in outs:  # the report's thumbnails, made here in parallel; never changes an outcome
+                    if o.status != KEPT and o.reason != "too_large":
+                        make_thumbnail(image, o.key, task.work)
             for o in outs:
                 if o.status == KEPT:
                     child = it if o.key == it.key else dataclasses.replace(it, key=o.key)

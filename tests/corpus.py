@@ -105,7 +105,7 @@ def nasty_tree(root: Path, face: Path) -> dict[str, str]:
         "webp_named.jpg": (encoded(ref, "WEBP"), "kept"),
         "cmyk.jpg": (jpeg(ref.convert("CMYK")), "kept"),
         "gray.jpg": (jpeg(ref.convert("L")), "kept"),
-        "sixteen.png": (encoded(Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)), "PNG"), "kept"),
+        "sixteen.png": (encoded(Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20), "PNG"), "kept"),
         "bomb.png": (png_header(30000, 30000), "too_large"),
         "기쁨 사진 (1) & co.jpg": (good, "kept"),
         "unicode_nfd_" + "\u1100\u1161" + ".jpg": (good, "kept"),

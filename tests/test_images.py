@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import corpus
 import numpy as np
 import pytest
 from PIL import Image
 
-import corpus
 from pipeline.images import Decoded, DecodeError, atomic_write, encode_jpeg
 
 

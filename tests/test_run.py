@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import corpus
 import numpy as np
 import pytest
 from PIL import Image
 
-import corpus
 from pipeline.images import Decoded
 
 

@@ -7,13 +7,13 @@ import shutil
 import unicodedata
 from pathlib import Path
 
+import corpus
 import numpy as np
 import pytest
 
-import corpus
+from pipeline.images import Decoded
 from pipeline.sources import SourceOptions, detect, ingest, read_item
 from pipeline.sources.tree import walk
-from pipeline.images import Decoded
 
 
 def small_jpeg() -> bytes:
@@ -84,7 +84,7 @@ def aihub_tree(root: Path, shared: Path, n: int = 6, zipped: bool = False) -> li
         (img_dir / r["filename"]).write_bytes(small_jpeg())
     (img_dir / "ffff_남_20_기쁨_unlabeled_20201208115710-001-021.jpg").write_bytes(small_jpeg())
     missing = dict(chosen[-2], filename="0000_여_30_기쁨_nowhere_20201208-001-001.jpg")
-    (lbl_dir / "img_emotion_training_data(기쁨).json").write_text(json.dumps(chosen + [missing], ensure_ascii=False))
+    (lbl_dir / "img_emotion_training_data(기쁨).json").write_text(json.dumps([*chosen, missing], ensure_ascii=False))
     if zipped:
         for d in (img_dir, lbl_dir):
             corpus.zip_cp949(d.with_suffix(".zip"), {p.name: p.read_bytes() for p in d.iterdir()})

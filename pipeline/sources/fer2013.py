@@ -82,7 +82,7 @@ def _csv(e: Entry, opts: SourceOptions, out: Ingested) -> None:
         base = Item(key, f"{e.source}#row{i + 1}", e.path, e.member, label, "", meta)
         try:
             px = np.array((row.get("pixels") or "").split(), dtype=np.uint8)
-            side = int(round(len(px) ** 0.5))
+            side = round(len(px) ** 0.5)
             if side == 0 or side * side != len(px):
                 raise ValueError(f"{len(px)} pixel values is not a square image")
         except (ValueError, OverflowError) as err:

@@ -7,10 +7,10 @@ as UTF-8 when valid, else CP949 (Korean Windows tools), else CP437.
 from __future__ import annotations
 
 import functools
-import zlib
 import os
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
