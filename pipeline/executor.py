@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import joblib
 from tqdm import tqdm
@@ -69,27 +69,47 @@ def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, backend: str, workers
     sizes = sizes if sizes is not None else [1] * len(tasks)
     bar = tqdm(total=sum(sizes), desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
     try:
-        if backend == "sequential" or (backend == "loky" and workers == 1 and len(tasks) == 1):
+        if backend == "sequential":
             for task, n in zip(tasks, sizes, strict=True):
                 yield fn(task)
                 bar.update(n)
             return
-        ctx: contextlib.AbstractContextManager[Any]
-        if backend == "dask":
-            ctx = _dask(workers, scheduler)
-            n_jobs = -1
-        else:
-            ctx = contextlib.nullcontext()
-            n_jobs = workers
-        with ctx:
-            par = joblib.Parallel(n_jobs=n_jobs, backend=None if backend == "dask" else backend,
-                                  return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-            indexed = list(enumerate(tasks))
-            for i, result in par(joblib.delayed(_indexed)(fn, i, t) for i, t in indexed):
+        if backend == "loky":
+            for i, result in _loky(fn, tasks, workers):
+                bar.update(sizes[i])
+                yield result
+            return
+        with _dask(workers, scheduler):
+            par = joblib.Parallel(n_jobs=-1, return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
+            for i, result in par(joblib.delayed(_indexed)(fn, i, t) for i, t in enumerate(tasks)):
                 bar.update(sizes[i])
                 yield result
     finally:
         bar.close()
+
+
+def _loky(fn: Callable[[T], R], tasks: Sequence[T], workers: int) -> Iterator[tuple[int, R]]:
+    """Tasks on loky worker processes (even for one worker: a crash must not take the driver),
+    at most two per worker in flight so a huge task list is not pickled up front."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from joblib.externals.loky import get_reusable_executor
+
+    pool = get_reusable_executor(max_workers=workers, timeout=60)
+    todo = iter(enumerate(tasks))
+    running = {}
+    for i, t in todo:
+        running[pool.submit(fn, t)] = i
+        if len(running) >= 2 * workers:
+            break
+    while running:
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for f in finished:
+            i = running.pop(f)
+            yield i, f.result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                running[pool.submit(fn, nxt[1])] = nxt[0]
 
 
 def _indexed(fn: Callable[[T], R], i: int, task: T) -> tuple[int, R]:
