@@ -135,19 +135,21 @@ class Decoded:
         return self._reduced[side]
 
     def _reduce(self, side: int) -> np.ndarray:
+        """A reduced copy that does not depend on what was decoded before (results must not change
+        when a resumed run skips the stage that decoded the full image): JPEGs always come from a
+        fresh DCT-scaled decode (1/2..1/8, cheap), other formats from the full decode."""
         import cv2
 
         w, h = self.size
         scale = side / max(w, h)
         tw, th = max(1, round(w * scale)), max(1, round(h * scale))
-        if self._pil is not None:
-            src = self.full()
-        else:
+        if self.format == "JPEG":
             im = self._open()
-            if im.format == "JPEG":
-                raw = (th, tw) if self.orientation in _SWAPS else (tw, th)
-                im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", raw)  # DCT scaling: 1/2..1/8
+            raw = (th, tw) if self.orientation in _SWAPS else (tw, th)
+            im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", raw)
             src = np.asarray(self._load(im, self.orientation))
+        else:
+            src = self.full()
         if src.shape[1] == tw and src.shape[0] == th:
             return src
         return cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA)

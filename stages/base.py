@@ -10,6 +10,7 @@ them re-runs ``run`` but never the per-item work.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,9 +163,19 @@ def param_dict(params: Params, *, decide: bool | None = None) -> dict[str, Any]:
     return out
 
 
+_CHILD = re.compile(r"^(.*)#(\d+)$", re.S)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(source item's key, face index or "") of a key; only a trailing ``#<digits>`` is a face index,
+    so a ``#`` inside a file name stays part of the name."""
+    m = _CHILD.match(key)
+    return (m.group(1), m.group(2)) if m else (key, "")
+
+
 def key_to_relpath(key: str, suffix: str) -> str:
     """Workspace-relative artifact path for a key: extension replaced, ``#n`` kept readable."""
-    stem, _, face = key.partition("#")
+    stem, face = split_key(key)
     p = Path(stem)
     name = p.stem + (f"_face{face}" if face else "") + suffix
     return str(p.with_name(name)) if p.name else name

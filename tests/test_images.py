@@ -99,3 +99,20 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path) -> None:
     atomic_write(target, b"y" * 5)
     assert target.read_bytes() == b"y" * 5
     assert [p.name for p in target.parent.iterdir()] == ["b.jpg"]
+
+
+def test_reduced_copy_does_not_depend_on_an_earlier_full_decode(shared) -> None:
+    data = (shared / "faces/presence/fr_obama.jpg").read_bytes()
+    fresh = decode(data).at_most(333)
+    warmed = decode(data)
+    warmed.full()
+    assert np.array_equal(warmed.at_most(333), fresh)
+
+
+def test_face_suffix_only_at_the_end_of_a_key() -> None:
+    from stages.base import key_to_relpath, split_key
+
+    assert split_key("happy/photo#1.jpg") == ("happy/photo#1.jpg", "")
+    assert split_key("happy/photo#1.jpg#2") == ("happy/photo#1.jpg", "2")
+    assert key_to_relpath("happy/photo#1.jpg", ".jpg") == "happy/photo#1.jpg"
+    assert key_to_relpath("happy/photo#1.jpg#2", ".jpg") == "happy/photo#1_face2.jpg"
