@@ -1,0 +1,178 @@
+"""The face-detector contract (Face, FaceDetector), the backend registry, and shared helpers.
+
+A backend is a small class registered by name. It declares the longer side of the reduced copy it
+detects on (``side``; 0 means full resolution), the Python modules it needs and the pip line that
+installs them. The crop stage decodes that reduced copy, calls ``detect`` and maps the boxes back to
+the pixels of the upright source image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, TypeVar
+
+import numpy as np
+
+from stages.base import Item
+
+#: Order of the five landmarks a backend may return, named as seen in the image (``left_eye``
+#: is the eye on the image's left side).
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """One detected face.
+
+    Attributes:
+        box: x, y, w, h in pixels of the array given to ``detect``.
+        score: the detector's confidence in 0..1 (1.0 for boxes given by the dataset).
+        landmarks: points in LANDMARKS order, or None when the backend has none.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: tuple[Point, ...] | None = None
+
+    @property
+    def area(self) -> float:
+        return self.box[2] * self.box[3]
+
+    def scaled(self, sx: float, sy: float) -> Face:
+        """The same face in a frame scaled by (sx, sy) (reduced copy -> source pixels)."""
+        x, y, w, h = self.box
+        lm = None if self.landmarks is None else tuple((px * sx, py * sy) for px, py in self.landmarks)
+        return Face((x * sx, y * sy, w * sx, h * sy), self.score, lm)
+
+
+class FaceDetector(Protocol):
+    """What the crop stage needs from a backend."""
+
+    name: ClassVar[str]
+    #: Longer side (px) of the reduced copy the backend detects on; 0: the full-resolution image.
+    side: ClassVar[int]
+
+    def detect(self, rgb: np.ndarray, item: Item) -> list[Face]:
+        """Faces in *rgb* (HxWx3 uint8, upright); boxes in the pixels of *rgb*."""
+        ...
+
+
+class Backend:
+    """Convenience base: class attributes describing what a backend needs."""
+
+    name: ClassVar[str] = ""
+    side: ClassVar[int] = 640
+    #: Top-level modules that must be importable.
+    needs: ClassVar[tuple[str, ...]] = ()
+    #: What to install when one of them is missing.
+    install: ClassVar[str] = ""
+
+
+D = TypeVar("D", bound=type[Backend])
+DETECTORS: dict[str, type[Backend]] = {}
+
+
+def register(name: str) -> Callable[[D], D]:
+    """Class decorator: add a backend under *name*; a duplicate name is an error."""
+
+    def deco(cls: D) -> D:
+        if name in DETECTORS:
+            raise ValueError(f"face detector {name!r} registered twice")
+        cls.name = name
+        DETECTORS[name] = cls
+        return cls
+
+    return deco
+
+
+def missing(name: str) -> str:
+    """Empty if backend *name* can be loaded, else the one-line message saying what to install.
+
+    Only looks the modules up (``find_spec``): cheap enough for config validation, imports nothing.
+    """
+    cls = DETECTORS[name]
+    absent = [m for m in cls.needs if importlib.util.find_spec(m) is None]
+    return f"the {name} detector needs: {cls.install}" if absent else ""
+
+
+def create(name: str) -> Backend:
+    """Instantiate backend *name* (loads its model), or raise ConfigError naming the install line."""
+    from pipeline.config import ConfigError  # lazy: pipeline.config imports the stages package
+
+    if name not in DETECTORS:
+        raise ConfigError(f"unknown face detector {name!r}; available: {', '.join(sorted(DETECTORS))}")
+    why = missing(name)
+    if why:
+        raise ConfigError(why)
+    try:
+        return DETECTORS[name]()
+    except ImportError as e:  # present but broken (e.g. pkg_resources gone from setuptools>=81)
+        raise ConfigError(f"the {name} detector could not load ({e}); try: {DETECTORS[name].install}") from None
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence native (C++) writes to fd 2 — TensorFlow logs through absl before it reads its
+    log-level variables. Python exceptions still propagate and are printed after the block."""
+    try:
+        fd = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+def import_tensorflow() -> object:
+    """Import TensorFlow quietly and single-threaded (parallelism comes from worker processes)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet_stderr():
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already initialised by an earlier import in this process: keep it
+            pass
+        tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+def package_file(package: str, *parts: str) -> str:
+    """Path of a data file shipped inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package {package} is not installed")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), *parts)
+    if not os.path.isfile(path):
+        raise ImportError(f"{package} is installed without its data file {os.path.join(*parts)}")
+    return path
+
+
+def nms(faces: list[Face], iou: float) -> list[Face]:
+    """Greedy non-maximum suppression by score (ties: position) — deterministic."""
+    kept: list[Face] = []
+    for f in sorted(faces, key=lambda f: (-f.score, f.box)):
+        if all(box_iou(f.box, k.box) < iou for k in kept):
+            kept.append(f)
+    return kept
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two x, y, w, h boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
