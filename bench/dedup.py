@@ -1,0 +1,370 @@
+"""Benchmark of the dedup stage: near-duplicate precision/recall on real photos, and join scale.
+
+    python -m bench.dedup [--shared ../shared/data] [--sizes 100000,500000] [--skip-scale] [--skip-edits]
+
+Edits set (``../shared/data/faces``): every photo of faces/presence and faces/groups ("photos"),
+and the faces cut from them ("faces": the groups.csv boxes and one box per face of the
+single-person photos, OpenCV Haar boxes checked by eye, 20% margin), each with six known edits:
+JPEG q40, resized to half, cropped by 10% (centre, top-left or bottom-right by turns), brightness
++20% and -20%, mirrored. Ground truth: an edit is a duplicate of its original and of the other
+edits of it; two faces cut from the same frame at different sizes (obama/obama_small, biden in
+two_people/biden) are the same picture. Everything else is distinct, among them several photos
+each of Obama and Biden. Hashes come from the stage's own per-item code on the encoded bytes,
+groups from its dataset-step join; precision and recall are over pairs of images (i < j). A
+"through crop" set runs the photos and their edits through the crop stage (its default detector)
+first, as a run with ``--stages crop,dedup`` does. Further crops (10% off one side, 6% and 14%
+centred) are reported apart: they show where the 90% windows stop helping.
+
+Scale: 100k and 500k hash sets made from FER2013 train faces under random similarity transforms,
+gamma and mirroring (28,709 real faces, the rest variants: denser in near pairs than a real
+collection); the join (main, mirrored and 5 window hashes against the index, then connected
+components) runs in a fresh process whose peak resident memory is reported. Baselines, on 100k:
+faiss's brute-force IndexBinaryFlat range search and its IndexBinaryMultiHash, main hashes alone
+(their pair counts must equal ours for "main").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from pipeline.images import Decoded, encode_png
+from stages.base import Context, Item
+from stages.dedup import N_WINDOWS, Dedup, DedupParams, find_groups, hashes
+from stages.phash import components, near_pairs, unhex
+
+# Haar boxes (x, y, side) of the single-person and two-person photos, each checked by eye.
+FACES = {
+    "fr_obama.jpg": [(343, 92, 299)], "fr_obama1.jpg": [(536, 144, 444)], "fr_obama3.jpg": [(632, 259, 329)],
+    "fr_obama_and_biden.jpg": [(1117, 362, 232), (737, 412, 202)], "fr_obama_small.jpg": [(94, 42, 136)],
+    "fr_two_people.jpg": [(232, 26, 181), (788, 64, 170)], "fr_biden.jpg": [(427, 209, 322)],
+    "fr_32bit.png": [(142, 244, 331)], "df_couple.jpg": [(1439, 344, 666), (316, 538, 772)],
+    "dl_tom_cruise.jpg": [(49, 206, 457)], "fp_angelina_jolie.jpg": [(606, 345, 696)],
+    "fp_kate_siegel.jpg": [(505, 120, 290)], "fp_paul_rudd.jpg": [(192, 440, 1180)],
+    "fp_shea_whigham.jpg": [(780, 389, 527)], "fr_lin-manuel-miranda.png": [(236, 126, 364)],
+    "sk_astronaut.png": [(177, 66, 95)], "df_img47_webp_named_jpg.jpg": [(245, 319, 816)], "mt_ivan.jpg": [(271, 91, 63)],
+}
+# Who is in a face cut, or in the face the crop stage keeps (the largest) of a photo.
+PERSON = {"fr_obama.jpg#0": "obama", "fr_obama1.jpg#0": "obama", "fr_obama3.jpg#0": "obama",
+          "fr_obama_and_biden.jpg#0": "obama", "fr_obama_small.jpg#0": "obama", "fr_two_people.jpg#0": "obama",
+          "fr_32bit.png#0": "obama", "fr_obama_and_biden.jpg#1": "biden", "fr_two_people.jpg#1": "biden",
+          "fr_biden.jpg#0": "biden"}
+PERSON_PHOTO = {"fr_obama.jpg": "obama", "fr_obama1.jpg": "obama", "fr_obama3.jpg": "obama", "fr_obama_small.jpg": "obama",
+                "fr_obama_and_biden.jpg": "obama", "fr_two_people.jpg": "obama", "fr_32bit.png": "obama", "fr_biden.jpg": "biden"}
+# Face cuts of one frame saved at two sizes: the same picture (normalised cross-correlation 0.98 and 0.99).
+SAME_FRAME = {"fr_obama_small.jpg#0": "fr_obama.jpg#0", "fr_biden.jpg#0": "fr_two_people.jpg#1"}
+# Photos cut from one frame with other framings (30-60% crops): neither duplicates nor distinct; not scored.
+RELATED = {"fr_obama.jpg": "obama-frame", "fr_obama_small.jpg": "obama-frame", "fr_obama_partial_face.jpg": "obama-frame",
+           "fr_obama_partial_face2.jpg": "obama-frame", "fr_two_people.jpg": "biden-frame", "fr_biden.jpg": "biden-frame"}
+EDITS = ("q40", "resize", "crop10", "bright+20", "bright-20", "flip")
+EXTRA = ("crop10-left", "crop6", "crop14")
+
+
+def _jpeg(a: np.ndarray, q: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=q)
+    return buf.getvalue()
+
+
+def _crop(a: np.ndarray, frac: float, where: str) -> np.ndarray:
+    h, w = a.shape[:2]
+    dh, dw = round(h * frac), round(w * frac)
+    if where == "centre":
+        return a[dh // 2:h - (dh - dh // 2), dw // 2:w - (dw - dw // 2)]
+    if where == "left":
+        return a[:, dw:]
+    return a[dh:, dw:] if where == "top-left" else a[:h - dh, :w - dw]
+
+
+def edit(a: np.ndarray, name: str, n: int) -> bytes:
+    """Encoded bytes of edit *name* of RGB image *a* (*n* picks the crop placement)."""
+    if name == "q40":
+        return _jpeg(a, 40)
+    out = {
+        "resize": lambda: cv2.resize(a, (max(1, a.shape[1] // 2), max(1, a.shape[0] // 2)), interpolation=cv2.INTER_AREA),
+        "crop10": lambda: _crop(a, 0.1, ("centre", "top-left", "bottom-right")[n % 3]),
+        "bright+20": lambda: np.clip(a.astype(np.float32) * 1.2, 0, 255).astype(np.uint8),
+        "bright-20": lambda: (a.astype(np.float32) * 0.8).astype(np.uint8),
+        "flip": lambda: np.ascontiguousarray(a[:, ::-1]),
+        "crop10-left": lambda: _crop(a, 0.1, "left"),
+        "crop6": lambda: _crop(a, 0.06, "centre"),
+        "crop14": lambda: _crop(a, 0.14, "centre"),
+    }[name]()
+    return encode_png(np.ascontiguousarray(out))
+
+
+def units(shared: Path) -> dict[str, list[tuple[str, bytes]]]:
+    """Set name -> [(unit id, encoded original)]: whole photos and the faces cut from them."""
+    faces = shared / "faces"
+    photos = sorted((faces / "presence").iterdir()) + sorted((faces / "groups").iterdir())
+    cuts: list[tuple[str, bytes]] = []
+    boxes = {f: list(b) for f, b in FACES.items()}
+    with open(faces / "groups.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            boxes.setdefault(Path(r["file"]).name, []).append((int(r["x"]), int(r["y"]), int(r["w"])))
+    for p in photos:
+        if p.name not in boxes:
+            continue
+        rgb = np.asarray(Image.open(p).convert("RGB"))
+        h, w = rgb.shape[:2]
+        for i, (x, y, s) in enumerate(boxes[p.name]):
+            m = round(0.2 * s)
+            cuts.append((f"{p.name}#{i}", encode_png(np.ascontiguousarray(rgb[max(0, y - m):min(h, y + s + m), max(0, x - m):min(w, x + s + m)]))))
+    return {"photos": [(p.name, p.read_bytes()) for p in photos], "faces": cuts}
+
+
+def build(originals: list[tuple[str, bytes]], edits: Sequence[str]) -> list[tuple[str, str, bytes]]:
+    """[(unit id, edit name or "", bytes)] of the originals and their edits."""
+    out = []
+    for n, (uid, data) in enumerate(originals):
+        out.append((uid, "", data))
+        rgb = Decoded.from_bytes(data).full()
+        rgb = np.repeat(rgb[:, :, None], 3, axis=2) if rgb.ndim == 2 else rgb
+        out += [(uid, e, edit(rgb, e, n)) for e in edits]
+    return out
+
+
+def metrics_of(images: list[tuple[str, str, bytes]], through_crop: bool, work: Path, detector: str = "") -> list[dict[str, Any] | None]:
+    """The dedup stage's per-item metrics of each image (None: crop found no face)."""
+    dedup = Dedup()
+    crop = None
+    if through_crop:
+        from stages.crop import Crop, CropParams
+
+        crop = Crop(CropParams(detector=detector) if detector else CropParams())
+        crop.ensure_setup()
+    out: list[dict[str, Any] | None] = []
+    for k, (_, _, data) in enumerate(images):
+        item = Item(f"img{k:05d}.png", "", "")
+        image = Decoded.from_bytes(data)
+        ctx = Context(work)
+        if crop is not None:
+            o = crop.process(item, image, ctx)
+            o = o[0] if isinstance(o, list) else o
+            if o.status != "kept":
+                out.append(None)
+                continue
+            ctx = Context(work, o.view, {"crop": o})
+        out.append(dict(dedup.process(item, image, ctx).metrics))
+    return out
+
+
+def evaluate(images: list[tuple[str, str, bytes]], metrics: list[dict[str, Any] | None], p: DedupParams) -> dict[str, Any]:
+    """Pair precision/recall, per-edit recall, same-person merges, under parameters *p*."""
+    idx = [k for k, m in enumerate(metrics) if m is not None]
+    groups = find_groups([metrics[k] for k in idx], p).root  # type: ignore[misc]
+    root = dict(zip(idx, groups.tolist(), strict=True))
+    faces = all("#" in uid for uid, _, _ in images)
+    src = [SAME_FRAME.get(uid, uid) if faces else uid for uid, _, _ in images]
+    cluster = [s if faces else RELATED.get(s, s) for s in src]
+    tp = fp = fn = 0
+    for a, b in combinations(range(len(images)), 2):
+        same = src[a] == src[b]
+        if (not same and cluster[a] == cluster[b]) or metrics[a] is None or metrics[b] is None:
+            continue  # related framings of one frame, or an image crop refused: not scored
+        found = a in root and b in root and root[a] == root[b]
+        tp += same and found
+        fp += found and not same
+        fn += same and not found
+    per_edit: dict[str, list[int]] = {}
+    first = {s: k for k, (s, (_, e, _)) in reversed(list(enumerate(zip(src, images, strict=True)))) if not e}
+    for k, (_, e, _) in enumerate(images):
+        o = first[src[k]]
+        if e and k in root and o in root:
+            per_edit.setdefault(e, []).append(int(root[k] == root[o]))
+    who = PERSON if faces else PERSON_PHOTO
+    persons = [(k, who[uid]) for k, (uid, e, _) in enumerate(images) if not e and uid in who]
+    pairs = [(a, b) for (a, pa), (b, pb) in combinations(persons, 2) if pa == pb and cluster[a] != cluster[b]]
+    merged = sum(1 for a, b in pairs if a in root and b in root and root[a] == root[b])
+    same_person = len(pairs)
+    return {"precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / (tp + fn) if tp + fn else 1.0,
+            "tp": tp, "fp": fp, "fn": fn, "per_edit": {e: sum(v) / len(v) for e, v in per_edit.items()},
+            "person_merged": f"{merged}/{same_person}", "no_face": sum(m is None for m in metrics)}
+
+
+def edits_bench(shared: Path, detector: str = "") -> None:
+    sets = units(shared)
+    print(f"edits set: {len(sets['photos'])} photos, {len(sets['faces'])} faces; edits {', '.join(EDITS)}")
+    hdr = f"{'set':<16} {'radius':>6} {'flips':>5} {'crops':>5} {'precision':>9} {'recall':>7} {'fp':>4} {'fn':>4}  same-person merged  recall by edit"
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(shared / "faces" / "presence.csv", newline="") as fh:
+            single = {Path(r["file"]).name for r in csv.DictReader(fh) if r["n_faces"] == "1"}
+        runs = [("photos", sets["photos"], False), ("faces", sets["faces"], False),
+                ("photos>crop", [u for u in sets["photos"] if u[0] in single], True)]
+        for name, originals, through in runs:
+            images = build(originals, EDITS)
+            try:
+                metrics = metrics_of(images, through, Path(tmp), detector)
+            except Exception as e:  # the crop stage's detector missing: say so, keep the rest
+                print(f"{name}: skipped ({type(e).__name__}: {e})")
+                continue
+            if through:
+                missed = sum(m is None for m in metrics)
+                print(f"{name}: the {len(originals)} single-face photos and their edits through the crop stage (detector "
+                      f"{detector or 'default'}, other settings default); no face kept in {missed} of {len(metrics)} images (not scored)")
+            print(hdr)
+            for radius in (0, 2, 4, 6, 8):
+                for flips, crops in ((True, True), (True, False)) if radius == 4 else ((True, True),):
+                    r = evaluate(images, metrics, DedupParams(radius=radius, flips=flips, crops=crops))
+                    edits = " ".join(f"{e}:{v:.2f}" for e, v in r["per_edit"].items())
+                    print(f"{name:<16} {radius:>6} {flips!s:>5} {crops!s:>5} {r['precision']:>9.3f} {r['recall']:>7.3f} "
+                          f"{r['fp']:>4} {r['fn']:>4}  {r['person_merged']:>18}  {edits}")
+            if not through:
+                extra = build(originals, EXTRA)
+                r = evaluate(extra, metrics_of(extra, False, Path(tmp)), DedupParams())
+                print(f"{name:<16} default, further crops: " + " ".join(f"{e}:{v:.2f}" for e, v in r["per_edit"].items()))
+            print()
+
+
+# -- scale -------------------------------------------------------------------------------------
+def _variants(args: tuple[list[bytes], int, int]) -> list[dict[str, Any]]:
+    faces, start, count = args
+    rng = np.random.default_rng(start)
+    out = []
+    for k in range(start, start + count):
+        g = np.asarray(Image.open(io.BytesIO(faces[k % len(faces)])).convert("L"))
+        if k >= len(faces):
+            h, w = g.shape
+            m = cv2.getRotationMatrix2D((w / 2 + rng.uniform(-3, 3), h / 2 + rng.uniform(-3, 3)), rng.uniform(-12, 12), rng.uniform(0.9, 1.1))
+            g = cv2.warpAffine(g, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+            g = (255 * (g / 255.0) ** rng.uniform(0.8, 1.25)).astype(np.uint8)
+            if rng.random() < 0.5:
+                g = np.ascontiguousarray(g[:, ::-1])
+        out.append(hashes(g, (g.shape[1], g.shape[0])))
+    return out
+
+
+def hash_set(shared: Path, n: int) -> list[dict[str, Any]]:
+    """*n* hash records: the FER2013 train faces, then variants of them (see the module doc)."""
+    import joblib
+
+    with zipfile.ZipFile(shared / "fer2013" / "train.zip") as z:
+        faces = [z.read(m) for m in sorted(z.namelist()) if m.endswith(".jpg")]
+    step = 20_000
+    chunks = [(faces, s, min(step, n - s)) for s in range(0, n, step)]
+    parts = joblib.Parallel(n_jobs=2)(joblib.delayed(_variants)(c) for c in chunks)
+    return [m for part in parts for m in part]
+
+
+def _peak_mb() -> float:
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss it starts afresh at exec)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
+
+
+def _join_child(path: str, radius: int, flips: bool, crops: bool, conn: Any) -> None:
+    """In a fresh process: load the codes, join, report (wall s, cpu s, pairs, groups, MB after imports, peak MB)."""
+    import faiss  # noqa: F401  (importing it is not part of the join)
+
+    d = np.load(path)
+    codes = {k: d[k] for k in d.files}
+    before = _peak_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    queries = [None] + ([codes["flip"]] if flips else []) + ([codes[f"win{k}"] for k in range(N_WINDOWS)] if crops else [])
+    src, dst = [], []
+    for i, j, _ in near_pairs(codes["main"], radius, queries):
+        keep = i != j
+        src.append(i[keep])
+        dst.append(j[keep])
+    root = components(len(codes["main"]), np.concatenate(src), np.concatenate(dst))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    groups = int((np.bincount(root) > 1).sum())
+    conn.send((wall, cpu, int(sum(len(x) for x in src)), groups, before, _peak_mb()))
+
+
+def _baseline_child(path: str, radius: int, kind: str, conn: Any) -> None:
+    """faiss brute force (IndexBinaryFlat) or its multi-index hash (3 x 21 bits), main hashes only."""
+    import faiss
+
+    main = np.load(path)["main"]
+    faiss.omp_set_num_threads(len(os.sched_getaffinity(0)))  # as near_pairs does
+    before = _peak_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    if kind == "flat":
+        index = faiss.IndexBinaryFlat(64)
+    else:
+        index = faiss.IndexBinaryMultiHash(64, 3, 21)
+        index.nflip = radius // 3
+        main = np.vstack([main, np.zeros((1, 8), np.uint8)])[:-1]  # it reads a few bytes past a code
+    index.add(main)
+    lims, _, ids = index.range_search(main, radius + 1)
+    qi = np.repeat(np.arange(len(main)), np.diff(lims.astype(np.int64)))
+    conn.send((time.perf_counter() - t0, time.process_time() - c0, int((qi < ids).sum()), before, _peak_mb()))
+
+
+def _in_child(target: Any, *args: Any) -> Any:
+    ctx = mp.get_context("spawn")
+    a, b = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(*args, b))
+    proc.start()
+    res = a.recv()
+    proc.join()
+    return res
+
+
+def scale_bench(shared: Path, sizes: Sequence[int], baselines_upto: int) -> None:
+    p = DedupParams()
+    n_max = max(sizes)
+    t0 = time.perf_counter()
+    records = hash_set(shared, n_max)
+    print(f"scale: {n_max} hash records made in {time.perf_counter() - t0:.0f}s (2 processes); radius {p.radius}; "
+          f"{len(os.sched_getaffinity(0))} cores; wall and CPU seconds (CPU: all threads; on a shared machine wall includes waiting for a core)")
+    print(f"{'hashes':>8} {'join':<40} {'wall s':>7} {'CPU s':>7} {'pairs':>9} {'groups':>7} {'MB before':>9} {'peak MB':>8}  vs baseline (CPU)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            path = f"{tmp}/codes{n}.npz"
+            recs = records[:n]
+            np.savez(path, main=unhex([m["phash"] for m in recs]), flip=unhex([m["phash_flip"] for m in recs]),
+                     **{f"win{k}": unhex([m["phash_crops"][16 * k:16 * k + 16] for m in recs]) for k in range(N_WINDOWS)})
+            base_cpu = None
+            if n <= baselines_upto:
+                for kind, what in (("flat", "baseline: faiss IndexBinaryFlat, main"), ("multi", "faiss IndexBinaryMultiHash 3x21, main")):
+                    wall, cpu, pairs, before, peak = _in_child(_baseline_child, path, p.radius, kind)
+                    base_cpu = base_cpu or cpu
+                    ratio = "" if kind == "flat" else f"{base_cpu / cpu:.1f}x"
+                    print(f"{n:>8} {what:<40} {wall:>7.2f} {cpu:>7.2f} {pairs:>9} {'':>7} {before:>9.0f} {peak:>8.0f}  {ratio}")
+            for what, flips, crops in (("ours: main", False, False), ("ours: main + 5 windows (default)", False, True),
+                                       ("ours: main + mirror + 5 windows", True, True)):
+                wall, cpu, pairs, groups, before, peak = _in_child(_join_child, path, p.radius, flips, crops)
+                ratio = f"{base_cpu / cpu:.1f}x" if base_cpu else ""
+                print(f"{n:>8} {what:<40} {wall:>7.2f} {cpu:>7.2f} {pairs:>9} {groups:>7} {before:>9.0f} {peak:>8.0f}  {ratio}")
+            t0, c0 = time.perf_counter(), time.process_time()
+            find_groups(recs, p)
+            print(f"{n:>8} {'find_groups() on the record dicts':<40} {time.perf_counter() - t0:>7.2f} {time.process_time() - c0:>7.2f}"
+                  "  (default; in this process: hex parsing and pixel-hash grouping included)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--sizes", default="100000,500000", help="hash-set sizes for the join timing")
+    ap.add_argument("--skip-edits", action="store_true")
+    ap.add_argument("--crop-detector", default="", help="crop stage detector for the photos>crop set (default: crop's own)")
+    ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--baselines-upto", type=int, default=100_000, help="run the faiss baselines up to this size")
+    args = ap.parse_args(argv)
+    cv2.setNumThreads(1)
+    if not args.skip_edits:
+        edits_bench(args.shared, args.crop_detector)
+    if not args.skip_scale:
+        scale_bench(args.shared, [int(s) for s in args.sizes.split(",")], args.baselines_upto)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""quality: per-image scores in the fused pass, thresholds decided over the whole run.
+
+Per item, on the face crop the crop stage handed on (else on the whole image reduced to at most
+``SIDE`` px): sharpness (variance of the Laplacian with the longer side resized to ``SHARP_SIDE``,
+so that it compares across image sizes), brightness (5th and 95th percentiles and mean of the gray
+levels), contrast (standard deviation of the gray levels), entropy (bits of the gray histogram),
+face size (the crop's box, or the image when crop did not run: a folder of face crops), chroma
+(mean difference between colour channels: 0 for grayscale) and a yaw estimate from five facial
+landmarks when the crop stage stored them.
+
+The dataset step applies thresholds to the stored scores only; each threshold is a number, a
+percentile of that score over the run (``p5``) or ``off``. Changing one re-decides, never re-scores.
+An image failing several checks gets the first reason in ``CHECKS`` order (a black image is
+``too_dark`` rather than ``low_contrast``); its detail names every failed check.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.images import Decoded, to_gray
+from stages.base import Context, Item, Outcome, Params, Stage, register
+
+log = logging.getLogger(__name__)
+
+#: Longer side of the whole image scored when no face crop is handed on.
+SIDE = 256
+#: Sharpness is measured at this longer side: Laplacian variance depends on scale.
+SHARP_SIDE = 128
+#: Nose depth in front of the eye/mouth plane over half the eye/mouth width, for an average adult
+#: head (about 26 mm over 28 mm); turns the nose's offset from the face midline into a yaw angle.
+NOSE_DEPTH = 0.93
+
+
+def _threshold(help_: str, default: str) -> Any:
+    return field(default=default, metadata={
+        "help": help_ + " (a number; pN: the Nth percentile over the run; mF: F times the run's median; or off)",
+        "decide": True})
+
+
+@dataclass(frozen=True)
+class QualityParams(Params):
+    # Defaults from FER2013 train and the shared face photos (BENCHMARKS.md, "quality").
+    min_sharpness: str = _threshold("blurry below this sharpness (Laplacian variance, longer side <= 128 px)", "m0.1")
+    dark_level: str = _threshold("too_dark when the brightest 5%% of pixels are below this gray level", "40")
+    bright_level: str = _threshold("too_bright when the darkest 5%% of pixels are above this gray level", "210")
+    min_contrast: str = _threshold("low_contrast below this standard deviation of the gray levels", "8")
+    min_face: str = _threshold("face_too_small when the face (or the image) is below this many px on its shorter side", "32")
+    max_yaw: str = _threshold("profile_pose when the estimated head yaw exceeds this many degrees", "50")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            parse_threshold(f"quality.{f.name}", getattr(self, f.name))
+
+
+def parse_threshold(name: str, value: str) -> tuple[str, float] | None:
+    """``"12.5"`` -> ("abs", 12.5); ``"p5"`` -> ("pct", 5.0); ``"m0.1"`` -> ("median", 0.1); ``"off"`` -> None."""
+    v = str(value).strip().lower()
+    if v in ("", "off", "none"):
+        return None
+    kind = {"p": "pct", "m": "median"}.get(v[0], "abs")
+    try:
+        x = float(v if kind == "abs" else v[1:])
+        if not math.isfinite(x) or (kind == "pct" and not 0 <= x <= 100) or (kind == "median" and x < 0):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{name} must be a number, pN (a percentile 0-100), mF (F >= 0 times the median) "
+                         f"or off, got {value!r}") from None
+    return kind, x
+
+
+@dataclass(frozen=True)
+class Check:
+    reason: str
+    param: str
+    score: str
+    below: bool          # True: rejected when the score is below the threshold
+    what: str
+
+
+#: In priority order: the first failed check names the reason.
+CHECKS = (
+    Check("too_dark", "dark_level", "bright_p95", True, "brightest 5% at"),
+    Check("too_bright", "bright_level", "bright_p5", False, "darkest 5% at"),
+    Check("low_contrast", "min_contrast", "contrast", True, "contrast"),
+    Check("blurry", "min_sharpness", "sharpness", True, "sharpness"),
+    Check("face_too_small", "min_face", "face_px", True, "face"),
+    Check("profile_pose", "max_yaw", "abs_yaw", False, "yaw"),
+)
+
+
+def scores(pixels: np.ndarray) -> dict[str, float]:
+    """Image scores of an HxW or HxWx3 uint8 image (see the module doc)."""
+    gray = to_gray(pixels)
+    h, w = gray.shape[:2]
+    small = gray.astype(np.float32)
+    s = SHARP_SIDE / max(h, w)
+    if s < 1:  # never upscaled: interpolation invents no detail, it would only measure itself
+        small = cv2.resize(small, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    sharp = float(cv2.Laplacian(small, cv2.CV_32F).var())
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    cdf = np.cumsum(hist) / hist.sum()
+    p = hist[hist > 0] / hist.sum()
+    chroma = 0.0
+    if pixels.ndim == 3:
+        c = pixels.astype(np.int16)
+        chroma = float((np.abs(c[..., 0] - c[..., 1]) + np.abs(c[..., 1] - c[..., 2]) + np.abs(c[..., 0] - c[..., 2])).mean() / 3)
+    return {
+        "sharpness": round(sharp, 2),
+        "bright_p5": int(np.searchsorted(cdf, 0.05)),
+        "bright_p95": int(np.searchsorted(cdf, 0.95)),
+        "brightness": round(float(gray.mean()), 2),
+        "contrast": round(float(gray.std()), 2),
+        "entropy": round(max(0.0, float(-(p * np.log2(p)).sum())), 3),  # max: no -0.0
+        "chroma": round(chroma, 2),
+    }
+
+
+def yaw_from_landmarks(points: Any) -> float | None:
+    """Signed head yaw in degrees from 5 landmarks (eyes, nose, mouth corners), or None.
+
+    Accepts a list of five [x, y] (MTCNN order: two eyes, nose, two mouth corners) or MTCNN's
+    keypoints dict. The eye line is rotated level (roll removed); the nose's horizontal offset
+    from the midline through the eye and mouth centres, over half the mean eye/mouth width,
+    is ``NOSE_DEPTH * tan(yaw)`` for a head turned by ``yaw`` (orthographic view).
+    """
+    try:
+        if isinstance(points, Mapping):
+            points = [points[k] for k in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")]
+        pts = np.asarray(points, dtype=np.float64).reshape(5, 2)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not np.isfinite(pts).all():
+        return None
+    eyes = pts[:2][np.argsort(pts[:2, 0])]
+    mouth = pts[3:][np.argsort(pts[3:, 0])]
+    dx, dy = eyes[1] - eyes[0]
+    if dx == 0 and dy == 0:
+        return None
+    a = -math.atan2(dy, dx)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    e, m, nose = eyes @ rot.T, mouth @ rot.T, pts[2] @ rot.T
+    half = (abs(e[1, 0] - e[0, 0]) + abs(m[1, 0] - m[0, 0])) / 4
+    if half <= 0:
+        return None
+    ec, mc = e.mean(axis=0), m.mean(axis=0)
+    t = 0.5 if mc[1] == ec[1] else (nose[1] - ec[1]) / (mc[1] - ec[1])
+    offset = nose[0] - (ec[0] + t * (mc[0] - ec[0]))
+    return round(math.degrees(math.atan(offset / half / NOSE_DEPTH)), 1)
+
+
+@register
+class Quality(Stage):
+    name = "quality"
+    Params = QualityParams
+    columns = ("sharpness", "brightness", "contrast", "entropy", "face_px", "yaw")
+    version = 1
+
+    def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome:
+        crop = ctx.upstream.get("crop")
+        cm: Mapping[str, Any] = crop.metrics if crop is not None else {}
+        if ctx.view is not None:
+            pixels = ctx.view
+            face = (int(cm.get("box_w", pixels.shape[1])), int(cm.get("box_h", pixels.shape[0])))
+        else:
+            pixels, face = image.at_most(SIDE), image.size
+        metrics: dict[str, Any] = {**scores(pixels), "face_px": min(face)}
+        yaw = yaw_from_landmarks(cm["landmarks"]) if cm.get("landmarks") is not None else None
+        if yaw is not None:
+            metrics["yaw"] = yaw
+        return Outcome(item.key, metrics=metrics)
+
+    def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
+        limits = self.thresholds(records)
+        counts = dict.fromkeys(limits, 0)
+        for r in sorted(records, key=lambda r: r["key"]):
+            failed = []
+            for c in CHECKS:
+                value = _score(r["metrics"], c.score)
+                t = limits.get(c.reason)
+                if value is None or t is None:
+                    continue
+                if (value < t) if c.below else (value > t):
+                    failed.append(f"{c.reason}: {c.what} {value:g} {'<' if c.below else '>'} {t:g}")
+            if failed:
+                reason = failed[0].split(":", 1)[0]
+                counts[reason] += 1
+                yield Outcome.rejected(r["key"], reason, "; ".join(failed))
+            else:
+                yield Outcome(r["key"])
+        log.info("quality: rejected %s", ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none")
+
+    def thresholds(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        """Reason -> absolute threshold; percentiles resolved over the scores of these records."""
+        out: dict[str, float] = {}
+        for c in CHECKS:
+            spec = parse_threshold(f"quality.{c.param}", getattr(self.params, c.param))
+            if spec is None:
+                continue
+            kind, x = spec
+            if kind != "abs":
+                values = np.array([v for r in records if (v := _score(r["metrics"], c.score)) is not None], dtype=np.float64)
+                if not len(values):
+                    continue
+                x = float(np.percentile(values, x)) if kind == "pct" else x * float(np.median(values))
+                log.info("quality: %s %s over %d images = %g", c.param, getattr(self.params, c.param), len(values), x)
+            out[c.reason] = x
+        return out
+
+
+def _score(m: Mapping[str, Any], name: str) -> float | None:
+    if name == "abs_yaw":
+        y = m.get("yaw")
+        return abs(float(y)) if isinstance(y, (int, float)) else None
+    v = m.get(name)
+    return float(v) if isinstance(v, (int, float)) else None
