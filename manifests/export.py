@@ -7,10 +7,16 @@ keep it decides; an item whose shard never finished a stage is ``failed`` / ``wo
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
 import json
+import logging
+import os
+import shutil
+import stat
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +26,9 @@ import pyarrow.parquet as pq
 
 from manifests.schema import FAILED, KEPT, MANIFEST_COLUMNS, REJECTED_COLUMNS
 from manifests.store import Store, _atomic
-from stages.base import STAGES, Item
+from stages.base import STAGES, Item, split_key
 
+log = logging.getLogger(__name__)
 Row = dict[str, Any]
 
 
@@ -46,8 +53,11 @@ def final_rows(stages: Sequence[str], store: Store, items: Iterable[Item] | None
     ``upto`` stops before that stage's dataset step (what a dataset step gets as input).
     """
     stats = stats if stats is not None else Stats()
+    # With ``upto``, the stage's own per-item part is walked (its scores are what it decides on),
+    # its decision and everything after it are not.
     stop = stages.index(upto) if upto else len(stages)
-    item_stages = [n for n in stages if STAGES[n](None).per_item]
+    walked = stages[: stop + 1] if upto else stages
+    item_stages = [n for n in walked if STAGES[n](None).per_item]
     data_stages = [n for n in stages[:stop] if STAGES[n](None).per_dataset]
     decided = {n: {r["key"]: r for r in store.read_dataset(n)} for n in data_stages}
     by_shard: dict[int, list[Row]] = defaultdict(list)
@@ -61,7 +71,7 @@ def final_rows(stages: Sequence[str], store: Store, items: Iterable[Item] | None
     for shard in sorted(by_shard):
         parts = {n: {o["key"]: o for o in store.read_part(n, shard)} if store.is_done(n, shard) else None for n in item_stages}
         for r in by_shard[shard]:
-            yield from _walk(_base(r) | {"status": KEPT}, stages[:stop], parts, decided, stats)
+            yield from _walk(_base(r) | {"status": KEPT}, walked, parts, decided, stats)
 
 
 def _base(r: Row) -> Row:
@@ -144,8 +154,15 @@ def _csv_bytes(cols: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def write(work: Path, stages: Sequence[str], store: Store, missing: Sequence[str] = ()) -> Stats:
-    """Write manifest.csv, manifest.parquet, reports/rejected.csv (and missing_images.csv)."""
+def write(work: Path, stages: Sequence[str], store: Store, missing: Sequence[str] = (), *,
+          link: str = "hardlink", read: Callable[[Row], bytes] | None = None) -> Stats:
+    """Write manifest.csv, manifest.parquet, reports/rejected.csv (and missing_images.csv), and the
+    dataset/ tree when the run has a split column.
+
+    Args:
+        link: how the tree holds files: hardlink (copy where refused), symlink or copy.
+        read: bytes of an ingest item row without a file of its own (zip member, FER2013 CSV row).
+    """
     stats = Stats(missing=len(missing))
     kept, dropped = [], []
     for r in final_rows(stages, store, stats=stats):
@@ -162,6 +179,8 @@ def write(work: Path, stages: Sequence[str], store: Store, missing: Sequence[str
     _atomic(work / "reports" / "rejected.csv", _csv_bytes(REJECTED_COLUMNS, dropped))
     if missing:
         _atomic(work / "reports" / "missing_images.csv", _csv_bytes(["filename"], ({"filename": m} for m in missing)))
+    if "split" in cols:
+        write_tree(work, kept, store, link, read)
     return stats
 
 
@@ -188,3 +207,137 @@ def summary(stats: Stats, work: Path, seconds: float) -> str:
 
 def _reasons(c: Counter[str]) -> str:
     return ", ".join(f"{k.split(':')[-1]} {v}" for k, v in c.most_common())
+
+
+# -- WORK/dataset/<split>/<label>/ ------------------------------------------------------------
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES}
+
+
+def write_tree(work: Path, rows: Iterable[Row], store: Store, mode: str = "hardlink",
+               read: Callable[[Row], bytes] | None = None) -> Counter[str]:
+    """Make WORK/dataset/<split>/<label>/<name> match the kept rows (Keras / ImageFolder layout).
+
+    Files are hardlinks to the image each row points at (copies where the file system refuses a
+    link), symlinks or copies; files of earlier runs that are no longer wanted are removed, and
+    those already right are left alone, so a re-run costs a directory walk. Rows are expected
+    sorted by key: of two keys with the same file name in a folder, the first keeps it plain.
+    Plain strings and os calls, not pathlib: this runs once per kept image.
+    """
+    base = os.path.realpath(work)
+    root = os.path.join(base, "dataset")
+    want: dict[str, tuple[str | None, Row]] = {}
+    counts: Counter[str] = Counter()
+    for r in rows:
+        split, label = r["metrics"].get("split"), r["label"]
+        if not split or not label:
+            counts["skipped (no split or label)"] += 1
+            continue
+        folder = f"{_safe_name(str(split))}/{_safe_name(label)}/"
+        src = _file_of(base, r["file"])
+        # No file (a zip member, an inline FER2013 row): the key's suffix, or PNG (how rows are stored).
+        suffix = os.path.splitext(src if src else split_key(r["key"])[0].rsplit("/", 1)[-1])[1].lower() or ".png"
+        rel = folder + _tree_name(r["key"], suffix)
+        if rel in want:
+            rel = folder + _tree_name(r["key"], suffix, unique=True)
+        want[rel] = (src, r)
+    for dirpath, _dirs, files in os.walk(root):
+        prefix = dirpath[len(root) + 1 :].replace(os.sep, "/")
+        for f in files:
+            if f"{prefix}/{f}" not in want:
+                os.unlink(os.path.join(dirpath, f))
+                counts["removed"] += 1
+    items: dict[str, Row] | None = None
+    made: set[str] = set()
+    for rel, (src, r) in want.items():
+        dst = os.path.join(root, rel)
+        folder = os.path.dirname(dst)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        try:
+            if src is None:  # no file to link (a zip member, an inline FER2013 row): write its bytes
+                if not os.path.exists(dst):
+                    if items is None:
+                        items = {i["key"]: i for i in store.read_items()}
+                    it = items[split_key(r["key"])[0]]
+                    if not it["data"] and read is None:
+                        raise OSError(f"no reader for {it['source']}")
+                    _atomic(Path(dst), it["data"] or read(it))  # type: ignore[misc]
+                    counts["written"] += 1
+                continue
+            if _up_to_date(src, dst, mode):
+                counts["unchanged"] += 1
+                continue
+            counts[_place(src, dst, mode)] += 1
+        except OSError as e:  # one unwritable file must not cost the manifest
+            counts["failed"] += 1
+            if counts["failed"] <= 3:
+                log.warning("dataset tree: %s: %s", rel, e)
+        if counts["copied"] == 1 and mode == "hardlink":
+            mode = "copy"  # one refusal is the file system's answer for all of them
+    for dirpath, dirs, files in os.walk(root, topdown=False):
+        if not dirs and not files and dirpath != root:
+            os.rmdir(dirpath)
+    log.info("dataset tree %s: %s", root, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty")
+    return counts
+
+
+def _safe_name(s: str) -> str:
+    s = s.replace("/", "_").replace("\\", "_").replace("\0", "_")
+    return s if s not in ("", ".", "..") else f"_{s}"
+
+
+def _tree_name(key: str, suffix: str, *, unique: bool = False) -> str:
+    """The file name of *key* in its folder: its own, ``#n`` as ``_face<n>`` (as key_to_relpath)."""
+    stem, face = split_key(key)
+    stem = os.path.splitext(stem.rsplit("/", 1)[-1])[0] + (f"_face{face}" if face else "")
+    tag = "_" + hashlib.blake2b(key.encode(), digest_size=4).hexdigest() if unique else ""
+    while len((stem + tag + suffix).encode()) > 200:  # file names are limited to 255 bytes
+        stem, tag = stem[:-8], "_" + hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+    return stem + tag + suffix
+
+
+def _file_of(base: str, file: str) -> str | None:
+    """The image file a row points at (an artifact below WORK or a source file), or None."""
+    if not file or "::" in file:
+        return None
+    p = file if os.path.isabs(file) else os.path.join(base, file)
+    return p if os.path.isfile(p) else None
+
+
+def _up_to_date(src: str, dst: str, mode: str) -> bool:
+    try:
+        if mode == "symlink":
+            return os.readlink(dst) == os.path.relpath(src, os.path.dirname(dst))
+        d = os.lstat(dst)
+        if stat.S_ISLNK(d.st_mode):
+            return False
+        s = os.stat(src)
+        if (s.st_ino, s.st_dev) == (d.st_ino, d.st_dev):
+            return True
+        return s.st_size == d.st_size and d.st_mtime_ns >= s.st_mtime_ns  # a copy made after the source
+    except OSError:  # missing, or not a symlink
+        return False
+
+
+def _place(src: str, dst: str, mode: str) -> str:
+    """Link, symlink or copy *src* to *dst* (replacing it atomically); returns what was done."""
+    tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{os.getpid()}.tmp")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    done = "copied"
+    if mode == "symlink":
+        os.symlink(os.path.relpath(src, os.path.dirname(dst)), tmp)
+        done = "symlinked"
+    elif mode == "hardlink":
+        try:
+            os.link(src, tmp)
+            done = "linked"
+        except OSError as e:
+            if e.errno not in _NO_LINK:
+                raise
+            log.info("dataset tree: hardlinks refused (%s); copying instead", e.strerror)
+    if done == "copied":
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+    return done

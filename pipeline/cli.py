@@ -160,15 +160,20 @@ def cmd_status(work: Path) -> int:
     print(f"{'stage':<10} {'done':>6} {'pending':>8} {'kept':>8} {'rejected':>9} {'failed':>7}  reasons")
     for name in sorted(store.stages_on_disk(), key=lambda n: ORDER.index(n) if n in ORDER else 99):
         done = store.done_shards(name)
-        rows = list(store.read_stage(name)) or store.read_dataset(name)
-        if store.dataset_done(name) and store.done_shards(name):
-            rows = list(store.read_stage(name))  # per-item counts; the decisions follow below
-        counts = Counter(r["status"] for r in rows)
-        reasons = Counter(r["reason"] for r in rows if r["status"] != "kept")
-        pending = (shards - len(done)) if done or not store.dataset_done(name) else 0
-        print(f"{name:<10} {len(done):>6} {pending:>8} {counts['kept']:>8} {counts['rejected']:>9} {counts['failed']:>7}  {_fmt(reasons)}"
-              + (f"  [failed shards: {', '.join(map(str, failed[name]))}]" if failed.get(name) else ""))
+        if done or not store.dataset_done(name):
+            _status_line(name, len(done), shards - len(done), list(store.read_stage(name)),
+                         f"  [failed shards: {', '.join(map(str, failed[name]))}]" if failed.get(name) else "")
+        if store.dataset_done(name):
+            _status_line(f"{name}*", 1, 0, store.read_dataset(name), "")
+    if any(store.dataset_done(n) for n in store.stages_on_disk()):
+        print("* dataset-level decision over the items kept before it (done/pending count the one step)")
     return 1 if any(failed.values()) else 0
+
+
+def _status_line(name: str, done: int, pending: int, rows: list[dict[str, Any]], extra: str) -> None:
+    counts = Counter(r["status"] for r in rows)
+    reasons = Counter(r["reason"] for r in rows if r["status"] != "kept")
+    print(f"{name:<10} {done:>6} {pending:>8} {counts['kept']:>8} {counts['rejected']:>9} {counts['failed']:>7}  {_fmt(reasons)}{extra}")
 
 
 def _fmt(c: Counter[str]) -> str:

@@ -225,7 +225,8 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> RunResult:
     store.save_failures({"shards": failed})
     if not failed:
         dataset_pass(cfg, store, items)
-    stats = export.write(cfg.out, cfg.stages, store, got.missing)
+    link = getattr(cfg.params.get("split"), "link", "hardlink")
+    stats = export.write(cfg.out, cfg.stages, store, got.missing, link=link, read=lambda row: sources.read_item(item_of_row(row)))
     report.build(cfg.out, cfg.workers)
     summary = export.summary(stats, cfg.out, time.monotonic() - t0)
     return RunResult(not failed, failed, summary)

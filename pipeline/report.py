@@ -1,0 +1,370 @@
+"""report: WORK/reports/index.html, a self-contained folder (no network) built from the final rows.
+
+    python -m pipeline report WORK      (also written at the end of every run)
+
+The page holds the counts per stage and reason, the class x split table and chart, what compress
+saved, the model's plots when one was trained, and a paged, filterable gallery of every image that
+was not kept. Gallery rows live in reports/rejected.js (one array, rendered a page at a time).
+Thumbnails of per-item rejections are made in the parallel per-item pass (``make_thumbnail``,
+called from pipeline/shard.py); those of dataset-step rejections (duplicates, quality decisions),
+unknown until then, are made here in parallel; items refused at ingest show a placeholder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tomllib
+
+from pipeline.images import atomic_write, encode_jpeg
+from stages.base import key_to_relpath, split_key
+
+if TYPE_CHECKING:
+    from pipeline.images import Decoded
+    from stages.base import Item
+
+log = logging.getLogger(__name__)
+
+THUMB_SIDE = 160
+THUMB_QUALITY = 70
+SPLIT_COLORS = {"train": "#4e79a7", "val": "#f28e2b", "test": "#59a14f", "": "#9aa5b1"}
+# Metrics too bulky or too generic to help explain a rejection on hover.
+_HOVER_SKIP = {"bytes_in", "bytes_out", "width", "height", "landmarks", "split"}
+
+
+# -- thumbnails ----------------------------------------------------------------------------------
+def thumb_path(work: Path, key: str) -> Path:
+    return work / "reports" / "thumbs" / key_to_relpath(key, ".jpg")
+
+
+def make_thumbnail(image: Decoded, key: str, work: Path) -> bool:
+    """Write a small JPEG of *image* for the report; False (never an exception) if it cannot."""
+    try:
+        atomic_write(thumb_path(work, key), encode_jpeg(image.at_most(THUMB_SIDE), THUMB_QUALITY))
+        return True
+    except Exception:  # undecodable or unwritable: the report shows a placeholder instead
+        return False
+
+
+def _thumb_chunk(jobs: list[tuple[str, Item]], work: Path, max_pixels: int) -> int:
+    from pipeline.images import Decoded
+    from pipeline.sources import read_item
+
+    made = 0
+    for key, item in jobs:
+        made += make_thumbnail(Decoded(lambda it=item: read_item(it), max_pixels), key, work)
+    return made
+
+
+def _backfill(work: Path, jobs: list[tuple[str, Item]], workers: int) -> int:
+    """Thumbnails for dataset-step rejections, spread over *workers* processes."""
+    if not jobs:
+        return 0
+    from pipeline.images import DEFAULT_MAX_PIXELS
+
+    if workers <= 1 or len(jobs) < 64:
+        return _thumb_chunk(jobs, work, DEFAULT_MAX_PIXELS)
+    from joblib import Parallel, delayed
+
+    n = min(len(jobs), workers * 4)
+    chunks = [jobs[i::n] for i in range(n)]
+    return sum(Parallel(n_jobs=workers, backend="loky")(delayed(_thumb_chunk)(c, work, DEFAULT_MAX_PIXELS) for c in chunks))
+
+
+def _source_item(work: Path, r: dict[str, Any], items: dict[str, dict[str, Any]]) -> Item | None:
+    """What to thumbnail for a row: its current file (crop, compressed copy, source) or the raw item."""
+    from pipeline.runner import item_of_row
+    from stages.base import Item
+
+    f = r["file"]
+    if f and "::" not in f:
+        p = Path(f) if Path(f).is_absolute() else work / f
+        if p.is_file():
+            return Item(r["key"], r["source"], str(p))
+    row = items.get(split_key(r["key"])[0])
+    return item_of_row(row) if row else None
+
+
+# -- data ----------------------------------------------------------------------------------------
+def _stages(work: Path) -> list[str]:
+    from pipeline.config import ConfigError
+
+    try:
+        cfg = tomllib.loads((work / "run.toml").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{work} is not a facesift workspace (no run.toml); run `python -m pipeline run` first") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{work / 'run.toml'}: {e}") from None
+    import stages  # noqa: F401  (registers every stage)
+    from stages.base import ORDER, STAGES
+
+    names = [s for s in cfg.get("run", {}).get("stages", []) if s in ORDER]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"stage(s) {', '.join(unknown)} of {work / 'run.toml'} are not installed")
+    return names
+
+
+def _hover(r: dict[str, Any], extra: dict[str, Any]) -> str:
+    """The tooltip: key, stage and reason, detail, and the scores and findings in the metrics."""
+    from manifests.schema import REASONS
+
+    lines = [r["key"], f"{r['stage']}: {r['reason']} ({r['status']}) - {REASONS.get(r['reason'], '')}"]
+    if r["detail"]:
+        lines.append(str(r["detail"])[:300])
+    from stages.base import STAGES
+
+    metrics = {**r["metrics"], **extra}
+    own = STAGES[r["stage"]].columns if r["stage"] in STAGES else ()
+    # The rejecting stage's own columns first, then findings and scores, then the rest.
+    first = sorted(metrics, key=lambda k: (k not in own, not any(w in k for w in ("text", "dup", "score", "of")), k))
+    shown = []
+    for k in first:
+        v = metrics[k]
+        if k in _HOVER_SKIP or v is None or v == "" or isinstance(v, dict):
+            continue
+        if isinstance(v, float):
+            v = round(v, 4)
+        if isinstance(v, list) and len(v) > 8:
+            continue
+        text = json.dumps(v, ensure_ascii=False) if isinstance(v, list) else str(v)
+        if len(text) > 120 or (len(text) >= 16 and all(c in "0123456789abcdef" for c in text)):
+            continue  # hashes and long blobs explain nothing to a reader
+        shown.append(f"{k}: {text}")
+    return "\n".join(lines + shown[:12])
+
+
+def collect(work: Path, workers: int = 1) -> dict[str, Any]:
+    """Everything the page shows, from the workspace (and missing thumbnails made)."""
+    from manifests.export import Stats, final_rows
+    from manifests.schema import KEPT
+    from manifests.store import Store
+    from stages.base import STAGES
+
+    names = _stages(work)
+    store = Store(work)
+    if not store.items_path.exists():
+        from pipeline.config import ConfigError
+
+        raise ConfigError(f"{work} has no manifests/ingest/items.parquet; run `python -m pipeline run` first")
+    stats = Stats()
+    kept, dropped = [], []
+    for r in final_rows(names, store, stats=stats):
+        (kept if r["status"] == KEPT else dropped).append(r)
+    dropped.sort(key=lambda r: r["key"])
+    # Rejections decided by a dataset step (dedup's groups, quality's thresholds), with that step's metrics.
+    stages_dropping = {r["stage"] for r in dropped}
+    decided = {n: {d["key"]: json.loads(d["metrics"]) for d in store.read_dataset(n) if d["status"] != KEPT}
+               for n in names if n in stages_dropping and STAGES[n](None).per_dataset}
+    items: dict[str, dict[str, Any]] | None = None
+    jobs: list[tuple[str, Item]] = []
+    gallery = []
+    troot = str(work / "reports" / "thumbs")
+    for r in dropped:
+        thumb = key_to_relpath(r["key"], ".jpg")
+        has = os.path.isfile(os.path.join(troot, thumb))
+        if not has and r["key"] in decided.get(r["stage"], ()):  # decided after the per-item pass: no thumbnail yet
+            if items is None:
+                items = {i["key"]: i for i in store.read_items()}
+            src = _source_item(work, r, items)
+            if src is not None:
+                jobs.append((r["key"], src))
+        gallery.append((r, thumb, has))
+    made = _backfill(work, jobs, workers)
+    if jobs:
+        log.info("report: %d of %d thumbnail(s) of dataset-step rejections made", made, len(jobs))
+    wanted = {k for k, _ in jobs}
+    rows = []
+    for r, thumb, has in gallery:
+        if not has and r["key"] in wanted:
+            has = os.path.isfile(os.path.join(troot, thumb))
+        extra = decided.get(r["stage"], {}).get(r["key"], {})
+        rows.append((r["key"], r["stage"], r["reason"], r["status"], thumb if has else "", _hover(r, extra)))
+    cells = Counter((r["label"], r["metrics"].get("split", "")) for r in kept)
+    saved = (sum(int(r["metrics"].get("bytes_in") or 0) for r in kept), sum(int(r["metrics"].get("bytes_out") or 0) for r in kept))
+    return {"stages": names, "stats": stats, "cells": cells, "saved": saved, "rows": rows}
+
+
+# -- page ----------------------------------------------------------------------------------------
+def build(work: Path, workers: int | None = None) -> Path:
+    """Write WORK/reports/index.html and rejected.js; returns the page's path."""
+    from pipeline import report_assets
+
+    work = Path(work)
+    data = collect(work, workers or os.cpu_count() or 1)
+    out = work / "reports"
+    order = ["ingest", *data["stages"]]
+    stages = sorted({r[1] for r in data["rows"]}, key=lambda s: order.index(s) if s in order else len(order))
+    reasons = sorted({r[2] for r in data["rows"]})
+    statuses = sorted({r[3] for r in data["rows"]})
+    js = {"stages": stages, "reasons": reasons, "statuses": statuses,
+          "rows": [[k, stages.index(s), reasons.index(rs), statuses.index(st), t, h] for k, s, rs, st, t, h in data["rows"]]}
+    atomic_write(out / "rejected.js", ("window.FACESIFT_REJECTED = " + json.dumps(js, ensure_ascii=False, separators=(",", ":"))
+                                       + ";\n").encode("utf-8"))
+    model = _model_section(work, out)
+    body = "\n".join([_summary(data), _stage_table(data), _split_section(data), model, _gallery(len(data["rows"]))])
+    page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n<title>facesift report: {html.escape(work.name)}</title>\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<link rel="icon" href="data:,">\n'
+            f"<style>{report_assets.CSS}</style>\n</head><body>\n"
+            f"<header><h1>facesift report</h1><p>{html.escape(str(work.resolve()))} &middot; stages: "
+            f"{html.escape(', '.join(data['stages']))}</p></header>\n<main>\n{body}\n</main>\n"
+            f'<script src="rejected.js"></script>\n<script>{report_assets.JS}</script>\n</body></html>\n')
+    atomic_write(out / "index.html", page.encode("utf-8"))
+    log.info("report: %s (%d not kept)", out / "index.html", len(data["rows"]))
+    return out / "index.html"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _summary(data: dict[str, Any]) -> str:
+    st = data["stats"]
+    cards = [(f"{st.items:,}", "items in the input"), (f"{st.final_kept:,}", "kept (manifest.csv)"),
+             (f"{len(data['rows']):,}", "not kept (rejected.csv)")]
+    b_in, b_out = data["saved"]
+    if b_in:
+        cards.append((f"{_mb(b_in - b_out)}", f"saved by compress on the kept images: {_mb(b_in)} &rarr; {_mb(b_out)} ({b_in / max(b_out, 1):.1f}x smaller)"))
+    html_cards = "".join(f"<div class=card><b>{v}</b><span>{t}</span></div>" for v, t in cards)
+    return (f"<section><h2>Summary</h2><div class=cards>{html_cards}</div>"
+            f'<p class=muted>Files: <a href="rejected.csv">rejected.csv</a> (every item not kept, with stage, reason and '
+            f'detail) &middot; <a href="../manifest.csv">../manifest.csv</a> &middot; <a href="../dataset/">../dataset/</a></p></section>')
+
+
+def _stage_table(data: dict[str, Any]) -> str:
+    st = data["stats"]
+    rows = []
+
+    def link(stage: str, key: str, n: int) -> str:
+        status, _, reason = key.rpartition(":")
+        mark = " (failed)" if status == "failed" else ""
+        return (f'<a href="#stage={html.escape(stage)}&amp;reason={html.escape(reason)}" data-stage="{html.escape(stage)}" '
+                f'data-reason="{html.escape(reason)}">{html.escape(reason)}{mark} {n:,}</a>')
+
+    if st.ingest_rejected:
+        refused = sum(st.ingest_rejected.values())
+        rows.append(("ingest", st.items - refused, refused, st.ingest_rejected, "ingest"))
+    for name in data["stages"]:
+        d = st.dropped.get(name, Counter())
+        rows.append((name, st.kept.get(name, 0), sum(d.values()), d, name))
+    body = "".join(f"<tr><td>{html.escape(n)}</td><td>{k:,}</td><td>{x:,}</td><td class='l reasons'>"
+                   + " ".join(link(s, key, c) for key, c in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))) + "</td></tr>"
+                   for n, k, x, reasons, s in rows)
+    return ("<section><h2>Counts per stage and reason</h2><table><tr><th>stage</th><th>kept</th><th>not kept</th>"
+            f"<th>by reason (click to see them)</th></tr>{body}</table></section>")
+
+
+def _split_section(data: dict[str, Any]) -> str:
+    cells: Counter[tuple[str, str]] = data["cells"]
+    if not cells:
+        return "<section><h2>Classes and splits</h2><p class=muted>No item was kept.</p></section>"
+    labels = sorted({lab for lab, _ in cells})
+    splits = sorted({s for _, s in cells}, key=lambda s: list(SPLIT_COLORS).index(s) if s in SPLIT_COLORS else 9)
+    head = "".join(f"<th>{html.escape(s or 'no split')}</th>" for s in splits)
+    body = []
+    for lab in [*labels, None]:
+        counts = [sum(cells[la, s] for la in labels) if lab is None else cells[lab, s] for s in splits]
+        total = sum(counts)
+        tds = "".join(f"<td>{c:,} <span class=muted>{100 * c / max(total, 1):.1f}%</span></td>" for c in counts)
+        name = "<b>all</b>" if lab is None else html.escape(lab or "(no label)")
+        body.append(f"<tr><td>{name}</td>{tds}<td><b>{total:,}</b></td></tr>")
+    table = f"<table><tr><th>class</th>{head}<th>total</th></tr>{''.join(body)}</table>"
+    return f"<section><h2>Classes and splits</h2><div class=row>{table}{_chart(cells, labels, splits)}</div></section>"
+
+
+def _chart(cells: Counter[tuple[str, str]], labels: Sequence[str], splits: Sequence[str]) -> str:
+    """Stacked horizontal bars, one per class, in inline SVG."""
+    bar, gap, left, width = 18, 8, 110, 380
+    top = 28
+    most = max(sum(cells[lab, s] for s in splits) for lab in labels) or 1
+    h = top + len(labels) * (bar + gap) + 10
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 70}" height="{h}" role="img" '
+             f'aria-label="images per class and split" font-size="12" font-family="sans-serif">']
+    x = left
+    for s in splits:  # legend
+        parts.append(f'<rect x="{x}" y="6" width="12" height="12" fill="{SPLIT_COLORS.get(s, "#9aa5b1")}"/>'
+                     f'<text x="{x + 16}" y="16">{html.escape(s or "no split")}</text>')
+        x += 70
+    for i, lab in enumerate(labels):
+        y = top + i * (bar + gap)
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{html.escape(lab or "(no label)")}</text>')
+        x0 = float(left)
+        for s in splits:
+            n = cells[lab, s]
+            w = width * n / most
+            if n:
+                parts.append(f'<rect x="{x0:.1f}" y="{y}" width="{max(w, 0.5):.1f}" height="{bar}" '
+                             f'fill="{SPLIT_COLORS.get(s, "#9aa5b1")}"><title>{html.escape(lab)} / {html.escape(s)}: {n:,}</title></rect>')
+            x0 += w
+        parts.append(f'<text x="{x0 + 4:.1f}" y="{y + 13}">{sum(cells[lab, s] for s in splits):,}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _model_section(work: Path, out: Path) -> str:
+    """The trained model's plots and metrics, copied into reports/model/ so the folder stands alone."""
+    src = work / "model"
+    if not (src / "metrics.json").is_file():
+        return ""
+    dst = out / "model"
+    dst.mkdir(parents=True, exist_ok=True)
+    figs = []
+    for name in ("metrics.json", "curves.png", "confusion.png"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+            if name.endswith(".png"):
+                figs.append(f'<a href="model/{name}"><img src="model/{name}" alt="{name}"></a>')
+    try:
+        metrics = json.loads((src / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        metrics = {}
+    scalars = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{round(v, 4) if isinstance(v, float) else html.escape(str(v))}</td></tr>"
+                      for k, v in (metrics.items() if isinstance(metrics, dict) else [])
+                      if isinstance(v, (int, float, str)) and len(str(v)) < 80)
+    return (f"<section class=model><h2>Model</h2><div class=row><table>{scalars}</table>{''.join(figs)}</div>"
+            f'<p class=muted><a href="model/metrics.json">metrics.json</a> &middot; the model itself: '
+            f'<a href="../model/">../model/</a></p></section>')
+
+
+def _gallery(n: int) -> str:
+    return f"""<section><h2>Not kept: {n:,} image(s)</h2>
+<div class=controls>
+  <label>stage <select id="f-stage"></select></label>
+  <label>reason <select id="f-reason"></select></label>
+  <label>key contains <input id="f-key" type="search" size="24"></label>
+  <label>per page <select id="f-size"><option>50</option><option selected>100</option><option>200</option><option>500</option></select></label>
+</div>
+<div class=pager><button id="g-prev" type="button">&larr; prev</button>
+  page <input id="g-page" type="number" min="1" value="1" style="width:5em"> <span id="g-pages"></span>
+  <button id="g-next" type="button">next &rarr;</button> <span id="g-info" class=muted></span></div>
+<div id="gallery"></div>
+<p class=muted>Hover a tile for the detail: reason, text found, duplicate of, scores.</p>
+</section>"""
+
+
+# -- command line --------------------------------------------------------------------------------
+def add_parser(subparsers: Any) -> None:
+    from pipeline.cli import verbosity
+
+    p = subparsers.add_parser("report", help="write WORK/reports/index.html: counts, class x split, rejected-image gallery",
+                              description="Build the HTML report of a workspace (also written at the end of every run).")
+    p.add_argument("work", type=Path, help="workspace folder given as --out to run")
+    p.add_argument("--workers", "-j", type=int, default=None,
+                   help="processes for the thumbnails of dataset-step rejections (default: all cores)")
+    verbosity(p)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    page = build(args.work, args.workers)
+    print(f"report: {page}")
+    return 0
