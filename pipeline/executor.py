@@ -93,9 +93,10 @@ def _loky(fn: Callable[[T], R], tasks: Sequence[T], workers: int) -> Iterator[tu
     at most two per worker in flight so a huge task list is not pickled up front."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
-    from joblib.externals.loky import get_reusable_executor
+    from joblib.executor import get_memmapping_executor
 
-    pool = get_reusable_executor(max_workers=workers, timeout=60)
+    # joblib's own reusable executor: shared with any joblib.Parallel(backend="loky") in the process.
+    pool = get_memmapping_executor(workers, timeout=60)
     todo = iter(enumerate(tasks))
     running = {}
     for i, t in todo:
