@@ -1,0 +1,130 @@
+"""Keras callbacks of the fit loop: resume after a kill, and one log line per epoch.
+
+Imported only from ``pipeline.training.train`` (it imports Keras at module level).
+
+Resume: after every finished epoch the model with its optimizer state goes to
+``backup/last.keras`` (written to a temporary name, then renamed), then ``backup/state.json`` (also
+atomic) records the epoch, the history so far and the state of EarlyStopping, ReduceLROnPlateau
+and ModelCheckpoint. ``state.json`` is written last, so after a kill -9 at any point it names a
+complete epoch whose files exist; the next run loads them and continues with ``initial_epoch``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from pipeline.images import atomic_write
+
+log = logging.getLogger("pipeline.training")
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+
+def load_state(backup: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((backup / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (backup / "last.keras").is_file():
+        return None
+    return state
+
+
+def history_csv(rows: list[dict[str, Any]]) -> bytes:
+    lines = [",".join(HISTORY_COLUMNS)]
+    lines += [",".join(str(r.get(c, "")) for c in HISTORY_COLUMNS) for r in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def learning_rate(model: Any) -> float:
+    # float() of a tensor: keras.ops.convert_to_numpy on a variable warns under NumPy 2.
+    return float(keras.ops.convert_to_tensor(model.optimizer.learning_rate))
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+class Resume(keras.callbacks.Callback):
+    """Saves a complete resume point after every epoch; restores callback state on resume.
+
+    Must come after EarlyStopping, ReduceLROnPlateau and ModelCheckpoint in the callback list:
+    their ``on_train_begin`` resets state this one then restores, and their ``on_epoch_end`` has
+    run when this one records the epoch.
+    """
+
+    def __init__(self, backup: Path, out: Path, fingerprint: str, state: dict[str, Any] | None, total: int,
+                 early: keras.callbacks.EarlyStopping | None, plateau: keras.callbacks.ReduceLROnPlateau | None,
+                 best: keras.callbacks.ModelCheckpoint) -> None:
+        super().__init__()
+        self.backup, self.out, self.total = backup, out, total
+        self.early, self.plateau, self.best = early, plateau, best
+        self.state: dict[str, Any] = state or {"fingerprint": fingerprint, "epoch": 0, "history": [], "best_file": "",
+                                               "done": False, "early": {}, "plateau": {}, "best": None}
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        s = self.state
+        if not s["epoch"]:
+            return
+        self.best.best = s["best"] if s["best"] is not None else self.best.best
+        if self.early is not None and s["early"]:
+            self.early.wait = s["early"]["wait"]
+            self.early.best = s["early"]["best"]
+            self.early.best_epoch = s["early"]["best_epoch"]
+            if s["best_file"] and (self.backup / s["best_file"]).is_file():
+                self.early.best_weights = keras.models.load_model(self.backup / s["best_file"], compile=False).get_weights()
+        if self.plateau is not None and s["plateau"]:
+            self.plateau.wait = s["plateau"]["wait"]
+            self.plateau.best = s["plateau"]["best"]
+            self.plateau.cooldown_counter = s["plateau"]["cooldown"]
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        s = self.state
+        row = {"epoch": epoch + 1, **{k: round(float(logs[k]), 6) for k in HISTORY_COLUMNS[1:5] if k in logs}}
+        row["learning_rate"] = float(f"{learning_rate(self.model):.6g}")
+        s["history"].append(row)
+        if _num(self.best.best) != s["best"]:
+            # ModelCheckpoint just wrote best-<epoch>.keras; older ones are no longer needed.
+            s["best"] = _num(self.best.best)
+            s["best_file"] = f"best-{epoch + 1:03d}.keras"
+            for old in self.backup.glob("best-*.keras"):
+                if old.name != s["best_file"]:
+                    old.unlink(missing_ok=True)
+        if self.early is not None:
+            s["early"] = {"wait": self.early.wait, "best": _num(self.early.best), "best_epoch": self.early.best_epoch}
+        if self.plateau is not None:
+            s["plateau"] = {"wait": self.plateau.wait, "best": _num(self.plateau.best), "cooldown": self.plateau.cooldown_counter}
+        s["epoch"] = epoch + 1
+        s["done"] = bool(self.model.stop_training) or epoch + 1 >= self.total
+        tmp = self.backup / "last-tmp.keras"
+        self.model.save(tmp)
+        os.replace(tmp, self.backup / "last.keras")
+        atomic_write(self.backup / "state.json", json.dumps(s, indent=1).encode())
+        atomic_write(self.out / "history.csv", history_csv(s["history"]))
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One INFO line per epoch (Keras' own progress bar is off: it would flood the pipeline's output)."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self.t0 = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.t0 = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        g = (logs or {}).get
+        log.info("train: epoch %d/%d  loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2g  (%.1fs)",
+                 epoch + 1, self.total, g("loss", float("nan")), g("accuracy", float("nan")), g("val_loss", float("nan")),
+                 g("val_accuracy", float("nan")), learning_rate(self.model),
+                 time.monotonic() - self.t0)

@@ -1,0 +1,282 @@
+"""Training the expression CNN: records in, WORK/model/ out; resumable after a kill.
+
+Used by the ``train`` stage (records from the earlier stages) and by ``python -m pipeline train
+WORK`` (records from WORK/manifest.csv). WORK/model/ gets:
+
+    model.keras     the best epoch's model (by val accuracy), raw pixels in, probabilities out
+    labels.json     class names in output order
+    history.csv     per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate
+    curves.png      loss and accuracy, train vs val
+    confusion.png   confusion matrix on the test split (val when there is none)
+    metrics.json    accuracy, macro-F1, per-class precision/recall/F1, counts (deterministic: no timings)
+    predictions.csv the evaluated split: key, label, predicted, probability
+    backup/         resume point while training runs (removed when done)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline import train_data, train_eval
+from pipeline.images import atomic_write
+
+if TYPE_CHECKING:
+    from stages.train import TrainParams
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """What a training run decided: the split of every trained key, and metrics.json's content."""
+
+    splits: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model_dir: Path = Path()
+
+
+def import_tf() -> tuple[Any, Any]:
+    """(tensorflow, keras), or a ConfigError naming the install line."""
+    from pipeline.config import ConfigError
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import keras
+        import matplotlib  # noqa: F401  (plots; fail before hours of training, not after)
+        import tensorflow as tf
+    except ImportError as e:
+        raise ConfigError(f"training needs TensorFlow, Keras 3 and matplotlib ({e}): "
+                          "pip install 'tensorflow>=2.16' matplotlib") from None
+    return tf, keras
+
+
+def configure(tf: Any, keras: Any, threads: int, seed: int) -> None:
+    """Thread pools (before TensorFlow starts its runtime) and seeds."""
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        except RuntimeError:  # the runtime already started in this process: keep its pools
+            log.debug("train: TensorFlow already initialised; thread settings unchanged")
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def reset_determinism(was_on: bool) -> None:
+    """Switch op determinism off again unless it was on before training (it is process-wide)."""
+    try:  # only the private module has the switch back and the query
+        from tensorflow.python.framework import config as tf_config
+    except ImportError:
+        return
+    if not was_on and hasattr(tf_config, "disable_op_determinism"):
+        tf_config.disable_op_determinism()
+
+
+def determinism_on() -> bool:
+    try:
+        from tensorflow.python.framework import config as tf_config
+
+        return bool(tf_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):
+        return False
+
+
+def records_from_manifest(work: Path) -> list[dict[str, Any]]:
+    """Records as the runner would hand them to the train stage, from WORK/manifest.csv."""
+    from pipeline.config import ConfigError
+
+    path = work / "manifest.csv"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run the pipeline into {work} first (python -m pipeline run --out {work} ...)")
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"key", "file", "label"} <= set(rows[0]):
+        raise ConfigError(f"{path} lacks key/file/label columns")
+    return [{"key": r["key"], "source": r.get("source", ""), "file": r["file"], "label": r["label"], "group": r.get("group", ""),
+             "meta": {}, "metrics": {"split": r.get("split", "")}, "status": "kept"} for r in rows]
+
+
+def _fingerprint(params: TrainParams, labels: list[str], samples: list[train_data.Sample]) -> str:
+    p = {k: v for k, v in asdict(params).items() if k != "threads"}
+    h = hashlib.sha256(json.dumps([FORMAT_VERSION, p, labels], sort_keys=True).encode())
+    for s in samples:
+        h.update(f"{s.key}\0{s.label}\0{s.split}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    """What to train on: samples by split, the labels (class order) and where the split came from."""
+
+    samples: list[train_data.Sample]
+    labels: list[str]
+    by_split: dict[str, list[train_data.Sample]]
+    origin: str
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {sp: dict(sorted(Counter(s.label for s in items).items())) for sp, items in self.by_split.items()}
+
+
+def plan(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Plan:
+    """Labelled records -> samples with splits (subset and fallback split applied); ConfigError if untrainable."""
+    from pipeline.config import ConfigError
+
+    labelled = [r for r in records if r.get("label")]
+    chosen = train_data.subset(labelled, params.max_items, params.seed)
+    if len(chosen) < len(labelled):
+        log.info("train: using a stratified subset of %d of %d labelled images (train.max_items)", len(chosen), len(labelled))
+    samples, origin = train_data.samples(chosen, work, params.seed)
+    labels = sorted({s.label for s in samples})
+    by_split = {sp: [s for s in samples if s.split == sp] for sp in train_data.SPLITS}
+    if len(labels) < 2:
+        raise ConfigError(f"train: need at least 2 labels to train, got {labels or 'none'}")
+    if not by_split["train"] or not by_split["val"]:
+        raise ConfigError(f"train: need train and val images, got {len(by_split['train'])} train, {len(by_split['val'])} val")
+    log.info("train: %s on %s images (%s); labels: %s", params.model,
+             "/".join(f"{len(by_split[sp])} {sp}" for sp in train_data.SPLITS), origin, ", ".join(labels))
+    return Plan(samples, labels, by_split, origin)
+
+
+def train(records: list[dict[str, Any]], work: Path, params: TrainParams) -> TrainResult:
+    """Train ``params.model`` on *records*, write WORK/model/, return the splits and metrics."""
+    from pipeline import train_callbacks as cb
+
+    tf, keras = import_tf()
+    p = plan(records, work, params)
+    backup = work / "model" / "backup"
+    fp = _fingerprint(params, p.labels, p.samples)
+    state = cb.load_state(backup)
+    if state is not None and state.get("fingerprint") != fp:
+        log.warning("train: the resume point in %s is for other data or parameters; starting over", backup)
+        state = None
+    if state is None and backup.exists():
+        shutil.rmtree(backup)
+    backup.mkdir(parents=True, exist_ok=True)
+    was_on = determinism_on()
+    configure(tf, keras, params.threads, params.seed + (state["epoch"] if state else 0))
+    try:
+        return _fit_and_report(keras, params, p, backup, fp, state)
+    finally:
+        reset_determinism(was_on)  # other TensorFlow code in this process (a face detector) must not inherit it
+
+
+def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: str, state: dict[str, Any] | None) -> TrainResult:
+    from pipeline import train_callbacks as cb
+    from stages import models
+
+    out, labels = backup.parent, p.labels
+    start = state["epoch"] if state else 0
+    shape = models.input_shape(params.model, params.image_size)
+    if state:
+        log.info("train: resuming after epoch %d of %d from %s", start, params.epochs, backup)
+        model = keras.models.load_model(backup / "last.keras")
+    else:
+        model = models.build(params.model, len(labels), image_size=params.image_size, weights=params.weights,
+                             augment=params.augment, seed=params.seed)
+        model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    index = {name: i for i, name in enumerate(labels)}
+    weights = train_data.class_weights(Counter(index[s.label] for s in p.by_split["train"]), len(labels), params.class_weights)
+
+    def data(items: list[train_data.Sample], shuffle: bool) -> Any:
+        return train_data.dataset(items, labels, shape, batch=params.batch_size, shuffle=shuffle, seed=params.seed + start)
+
+    early = keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=params.patience,
+                                          restore_best_weights=True) if params.patience else None
+    plateau = keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=params.lr_patience,
+                                                min_lr=params.learning_rate / 64) if params.lr_patience else None
+    best = keras.callbacks.ModelCheckpoint(str(backup / "best-{epoch:03d}.keras"), monitor="val_accuracy", mode="max",
+                                           save_best_only=True)
+    resume = cb.Resume(backup, out, fp, state, params.epochs, early, plateau, best)
+    callbacks = [c for c in (early, plateau, best) if c is not None] + [resume, cb.EpochLog(params.epochs)]
+    if not resume.state["done"]:
+        model.fit(data(p.by_split["train"], True), validation_data=data(p.by_split["val"], False), epochs=params.epochs,
+                  initial_epoch=start, class_weight=weights, callbacks=callbacks, verbose=0, shuffle=False)
+    st = resume.state
+    if st["best_file"] and (backup / st["best_file"]).is_file():
+        model = keras.models.load_model(backup / st["best_file"], compile=False)
+    best_epoch = int(st["best_file"][5:8]) if st["best_file"] else st["epoch"]
+
+    metrics = evaluate(model, p.by_split, labels, shape, params, out)
+    metrics.update({
+        "model": params.model, "input_shape": list(shape), "labels": labels, "split_from": p.origin, "counts": p.counts,
+        "class_weights": {labels[i]: w for i, w in weights.items()} if weights else None,
+        "epochs_run": st["epoch"], "best_epoch": best_epoch, "stopped_early": st["epoch"] < params.epochs,
+        "params": {k: v for k, v in asdict(params).items() if k != "threads"},
+    })
+    write_artifacts(model, keras, out, labels, st["history"], metrics)
+    shutil.rmtree(backup, ignore_errors=True)
+    log.info("train: %s accuracy %.4f, macro-F1 %.4f (best epoch %d of %d run); artifacts in %s",
+             metrics["evaluated_on"], metrics["accuracy"], metrics["macro_f1"], best_epoch, st["epoch"], out)
+    return TrainResult({s.key: s.split for s in p.samples}, metrics, out)
+
+
+def predict_split(model: Any, items: list[train_data.Sample], labels: list[str], shape: tuple[int, int, int],
+                  batch: int) -> tuple[list[train_data.Sample], np.ndarray, np.ndarray]:
+    """(items in dataset order, true class indices, probabilities) for one split."""
+    import keras
+
+    ordered = [s for s in items if s.path] + [s for s in items if not s.path]
+    ys, ps = [], []
+    for x, y in train_data.dataset(items, labels, shape, batch=batch, shuffle=False, seed=0):
+        ps.append(keras.ops.convert_to_numpy(model(x, training=False)))
+        ys.append(y.numpy())
+    n = len(labels)
+    return ordered, np.concatenate(ys) if ys else np.zeros(0, int), np.concatenate(ps) if ps else np.zeros((0, n))
+
+
+def evaluate(model: Any, by_split: dict[str, list[train_data.Sample]], labels: list[str], shape: tuple[int, int, int],
+             params: TrainParams, out: Path) -> dict[str, Any]:
+    """Scores on test (val when there is no test split), val scores, and predictions.csv."""
+    split = "test" if by_split["test"] else "val"
+    if split == "val":
+        log.warning("train: no test split; the scores below are on val, which also chose the best epoch")
+    items, y, p = predict_split(model, by_split[split], labels, shape, params.batch_size)
+    pred = p.argmax(axis=1)
+    res: dict[str, Any] = {"evaluated_on": split}
+    res.update(train_eval.scores(train_eval.confusion(y, pred, len(labels)), labels))
+    res["loss"] = round(float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()), 4) if len(y) else 0.0
+    if split == "test":
+        _, vy, vp = predict_split(model, by_split["val"], labels, shape, params.batch_size)
+        v = train_eval.scores(train_eval.confusion(vy, vp.argmax(axis=1), len(labels)), labels)
+        res["val"] = {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"], "count": v["count"]}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["key", "label", "predicted", "probability"])
+    for s, t, q, pr in sorted(zip(items, y, pred, p.max(axis=1), strict=True), key=lambda t: t[0].key):
+        w.writerow([s.key, labels[t], labels[q], f"{pr:.4f}"])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "predictions.csv", buf.getvalue().encode())
+    return res
+
+
+def write_artifacts(model: Any, keras: Any, out: Path, labels: list[str], history: list[dict[str, Any]],
+                    metrics: dict[str, Any]) -> None:
+    """model.keras (no optimizer state), labels.json, history.csv, curves.png, confusion.png, metrics.json."""
+    from pipeline import train_callbacks as cb
+
+    # A fresh functional wrapper over the same layers is uncompiled: saved without optimizer state (3x smaller).
+    plain = keras.Model(model.input, model.output, name=model.name)
+    tmp = out / ".model-tmp.keras"
+    plain.save(tmp)
+    os.replace(tmp, out / "model.keras")
+    atomic_write(out / "labels.json", (json.dumps(labels, ensure_ascii=False) + "\n").encode())
+    atomic_write(out / "history.csv", cb.history_csv(history))
+    title = f"{metrics['model']}: {metrics['evaluated_on']} accuracy {metrics['accuracy']:.1%}, macro-F1 {metrics['macro_f1']:.3f}"
+    atomic_write(out / "curves.png", train_eval.curves_png(history, f"{metrics['model']} training curves"))
+    atomic_write(out / "confusion.png", train_eval.confusion_png(np.array(metrics["confusion"]), labels, title))
+    atomic_write(out / "metrics.json", (json.dumps(metrics, indent=1, ensure_ascii=False) + "\n").encode())

@@ -1,0 +1,147 @@
+"""Models for the train stage, by name: a dict plus a decorator, Keras imported only when building.
+
+Every model takes raw pixel values (0-255, float) at its input size and ends in a softmax; the
+shared head of the graph rescales to [0, 1] and, when training with augmentation, applies the
+Keras preprocessing layers (active only in training, so the saved model predicts unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Builder: (tensor scaled to [0, 1], number of classes, weights file or "") -> softmax tensor.
+Builder = Callable[[Any, int, str], Any]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its default input (height, width, channels) and its builder."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    help: str
+    build: Builder
+    min_side: int = 16
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def model(name: str, input_shape: tuple[int, int, int], help: str, min_side: int = 16) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder under *name*; a duplicate name is an error."""
+
+    def deco(fn: Builder) -> Builder:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        MODELS[name] = ModelSpec(name, input_shape, help, fn, min_side)
+        return fn
+
+    return deco
+
+
+def input_shape(name: str, image_size: int = 0) -> tuple[int, int, int]:
+    """The model's input (h, w, c); *image_size* > 0 overrides its side."""
+    h, w, c = MODELS[name].input_shape
+    return (image_size, image_size, c) if image_size else (h, w, c)
+
+
+def augmentation(seed: int) -> Any:
+    """Train-time augmentation as Keras 3 preprocessing layers (inputs scaled to [0, 1])."""
+    import keras
+    from keras import layers
+
+    # Mild geometry: faces are already aligned by the crop stage; strong rotation hurts FER.
+    return keras.Sequential([
+        layers.RandomFlip("horizontal", seed=seed),
+        layers.RandomRotation(0.04, fill_mode="reflect", seed=seed + 1),   # about +-15 degrees
+        layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
+        layers.GaussianNoise(0.02, seed=seed + 4),
+    ], name="augment")
+
+
+def build(name: str, n_classes: int, *, image_size: int = 0, weights: str = "", augment: bool = True, seed: int = 0) -> Any:
+    """A ready (uncompiled) Keras model: raw pixels in, class probabilities out."""
+    import keras
+    from keras import layers
+
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    shape = input_shape(name, image_size)
+    inp = keras.Input(shape, name="pixels")
+    x = layers.Rescaling(1 / 255, name="scale")(inp)
+    if augment:
+        x = augmentation(seed)(x)
+    out = MODELS[name].build(x, n_classes, weights)
+    m = keras.Model(inp, out, name=name.replace("-", "_"))
+    if weights and name != "mobilenetv3":
+        # Whole-model weights (a .weights.h5 saved from the same architecture) to start from.
+        m.load_weights(weights)
+    return m
+
+
+def _block(x: Any, filters: int, kernel: int, dropout: float) -> Any:
+    from keras import layers
+
+    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.Activation("relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    return layers.Dropout(dropout)(x)
+
+
+def _dense(x: Any, units: int, dropout: float) -> Any:
+    from keras import layers
+
+    x = layers.Dense(units, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.Activation("relu")(x)
+    return layers.Dropout(dropout)(x)
+
+
+@model("fer-cnn", (48, 48, 1), "the classic FER2013 CNN: conv 64-128-512-512 + dense 256-512 (48x48 gray, ~4.5M params)")
+def fer_cnn(x: Any, n_classes: int, weights: str) -> Any:
+    from keras import layers
+
+    x = _block(x, 64, 3, 0.25)
+    x = _block(x, 128, 5, 0.25)
+    x = _block(x, 512, 3, 0.25)
+    x = _block(x, 512, 3, 0.25)
+    x = layers.Flatten()(x)
+    x = _dense(x, 256, 0.25)
+    x = _dense(x, 512, 0.25)
+    return layers.Dense(n_classes, activation="softmax", name="probs")(x)
+
+
+@model("fer-small", (48, 48, 1), "a small fast CNN: conv 32-64-128, global pooling (48x48 gray, ~0.1M params)")
+def fer_small(x: Any, n_classes: int, weights: str) -> Any:
+    from keras import layers
+
+    x = _block(x, 32, 3, 0.1)
+    x = _block(x, 64, 3, 0.1)
+    x = _block(x, 128, 3, 0.2)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    return layers.Dense(n_classes, activation="softmax", name="probs")(x)
+
+
+@model("mobilenetv3", (96, 96, 3), "Keras MobileNetV3Small from scratch (96x96 RGB); weights only from a local file",
+       min_side=32)
+def mobilenetv3(x: Any, n_classes: int, weights: str) -> Any:
+    import keras
+    from keras import layers
+
+    if weights and not Path(weights).is_file():
+        raise ValueError(f"train.weights: no such file {weights}")
+    # weights=None (or a local file) and no built-in preprocessing: nothing is downloaded, and
+    # the [-1, 1] scaling MobileNetV3 expects is done here so every model takes raw pixels.
+    base = keras.applications.MobileNetV3Small(
+        input_shape=tuple(x.shape[1:]), include_top=False, weights=weights or None,
+        include_preprocessing=False, pooling="avg")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_pm1")(x)
+    x = base(x)
+    x = layers.Dropout(0.2)(x)
+    return layers.Dense(n_classes, activation="softmax", name="probs")(x)

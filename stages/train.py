@@ -1,0 +1,74 @@
+"""train: the facial-expression CNN trained on what every earlier stage kept (artifacts in WORK/model/).
+
+A dataset step. It trains on the records' ``file`` with their ``label`` and the ``split`` the split
+stage decided (a deterministic stratified 80/10/10 split by key hash when there is none), and keeps
+every record: training rejects nothing. The work itself lives in ``pipeline.training``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.base import Outcome, Params, Stage, register
+from stages.models import MODELS
+
+CLASS_WEIGHTS = ("none", "sqrt", "balanced")
+
+
+@dataclass(frozen=True)
+class TrainParams(Params):
+    model: str = field(default="fer-cnn", metadata={"help": "network to train: " + ", ".join(MODELS), "choices": tuple(MODELS)})
+    epochs: int = field(default=60, metadata={"help": "maximum epochs (early stopping may end sooner)"})
+    batch_size: int = field(default=64, metadata={"help": "images per training batch"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "initial Adam learning rate (halved on a val-loss plateau)"})
+    augment: bool = field(default=True, metadata={"help": "augment training images (flip, rotation, zoom, translation, noise)"})
+    class_weights: str = field(default="sqrt", metadata={
+        "help": "loss weights from label counts: none | sqrt (softened) | balanced (n / (k * count))", "choices": CLASS_WEIGHTS})
+    patience: int = field(default=12, metadata={"help": "stop after this many epochs without a better val accuracy (0: never)"})
+    lr_patience: int = field(default=4, metadata={"help": "halve the learning rate after this many epochs without a better val loss"})
+    image_size: int = field(default=0, metadata={"help": "input side in pixels (0: the model's own, 48 for fer-cnn)"})
+    weights: str = field(default="", metadata={"help": "local weights file to start from (mobilenetv3: a Keras MobileNetV3Small "
+                                                        "no-top .h5); nothing is ever downloaded"})
+    max_items: int = field(default=0, metadata={"help": "train on a stratified subset of at most this many images, chosen "
+                                                        "by key hash before splitting (0: all)"})
+    seed: int = field(default=0, metadata={"help": "random seed (weights, shuffling, augmentation, fallback split)"})
+    threads: int = field(default=0, metadata={"help": "TensorFlow threads per op pool (0: the environment / all cores)"})
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"train.model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("patience", "lr_patience", "max_items", "threads", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"train.learning_rate must be between 0 and 1, got {self.learning_rate}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"train.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
+        low = MODELS[self.model].min_side
+        if self.image_size and self.image_size < low:
+            raise ValueError(f"train.image_size must be 0 or >= {low} for {self.model}, got {self.image_size}")
+        if self.weights and not Path(self.weights).is_file():
+            raise ValueError(f"train.weights: no such file {self.weights}")
+
+
+@register
+class Train(Stage):
+    name = "train"
+    Params = TrainParams
+    version = 1
+    #: The split actually trained with: the split stage's, or the fallback one made here.
+    columns = ("split",)
+
+    def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
+        from pipeline.training import train
+
+        result = train(records, work, self.params)  # type: ignore[arg-type]
+        for r in records:
+            # Records left out by max_items keep whatever split the split stage gave them.
+            yield Outcome(r["key"], metrics={"split": result.splits.get(r["key"]) or (r.get("metrics") or {}).get("split", "")})

@@ -1,0 +1,298 @@
+"""train stage, ``train`` and ``predict`` subcommands.
+
+A tiny real run (three clearly separable synthetic classes, the small model, a few epochs on CPU)
+must learn and write every artifact; ``predict`` must find the face in a real photo and label it;
+a training process killed with SIGKILL must resume from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import train_data, train_eval
+from stages.detectors.base import box_iou
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["happy", "sad", "surprise"]
+PER_CLASS = 60
+TRAIN_FLAGS = ["--train-model", "fer-small", "--train-epochs", "8", "--train-batch-size", "16", "--train-threads", "2"]
+
+
+def make_set(root: Path, per_class: int = PER_CLASS, seed: int = 0) -> None:
+    """48x48 gray PNGs, folder per class: horizontal stripes, vertical stripes, a disc (random phase, size, noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:48, 0:48].astype(np.float32)
+    for label in LABELS:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            f, ph = rng.uniform(0.35, 0.7), rng.uniform(0, 2 * np.pi)
+            if label == "happy":
+                a = np.sin(yy * f + ph)
+            elif label == "sad":
+                a = np.sin(xx * f + ph)
+            else:
+                cx, cy = rng.uniform(16, 32, 2)
+                a = np.where((xx - cx) ** 2 + (yy - cy) ** 2 < rng.uniform(7, 12) ** 2, 1.0, -1.0)
+            a = 128 + 90 * a + rng.normal(0, 12, a.shape)
+            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(root / label / f"{label}_{i:03d}.png")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace after ``run --stages compress,train`` on the tiny set."""
+    from pipeline.cli import main
+
+    tmp = tmp_path_factory.mktemp("train")
+    make_set(tmp / "raw")
+    work = tmp / "work"
+    code = main(["run", "--input", str(tmp / "raw"), "--out", str(work), "--stages", "compress,train", "--workers", "1",
+                 *TRAIN_FLAGS, "-q"])
+    assert code == 0
+    return work
+
+
+def test_fallback_split_is_stratified_deterministic_and_keeps_groups() -> None:
+    recs = [{"key": f"{lab}/{i:03d}", "label": lab, "group": ""} for lab, n in (("a", 100), ("b", 30)) for i in range(n)]
+    recs += [{"key": f"c/{i:03d}", "label": "c", "group": f"person{i // 5}"} for i in range(50)]
+    first = train_data.fallback_split(recs, seed=0)
+    assert first == train_data.fallback_split(list(reversed(recs)), seed=0)
+    count = Counter((r["label"], first[r["key"]]) for r in recs)
+    assert (count["a", "train"], count["a", "val"], count["a", "test"]) == (80, 10, 10)
+    assert (count["b", "train"], count["b", "val"], count["b", "test"]) == (24, 3, 3)
+    persons: dict[str, set[str]] = {}
+    for r in recs[130:]:
+        persons.setdefault(r["group"], set()).add(first[r["key"]])
+    assert all(len(s) == 1 for s in persons.values())
+    assert first != train_data.fallback_split(recs, seed=1)
+
+
+def test_subset_and_class_weights() -> None:
+    recs = [{"key": f"{lab}/{i}", "label": lab} for lab, n in (("a", 10), ("b", 25), ("c", 3)) for i in range(n)]
+    sub = train_data.subset(recs, 20, seed=0)
+    assert len(sub) == 20 and Counter(r["label"] for r in sub) == {"a": 5, "b": 13, "c": 2}
+    w = train_data.class_weights(Counter({0: 100, 1: 10}), 2, "balanced")
+    assert w is not None and w[1] / w[0] == pytest.approx(10, rel=1e-4)
+    assert (w[0] * 100 + w[1] * 10) / 110 == pytest.approx(1)  # mean weight per sample is 1
+    s = train_data.class_weights(Counter({0: 100, 1: 10}), 2, "sqrt")
+    assert s is not None and s[1] / s[0] == pytest.approx(10 ** 0.5, rel=1e-4)
+    assert train_data.class_weights(Counter({0: 1}), 2, "none") is None
+
+
+def test_scores_match_hand_computed() -> None:
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 2, 2])
+    cm = train_eval.confusion(y, p, 4)
+    assert cm[:3, :3].tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    s = train_eval.scores(cm, ["a", "b", "c", "unused"])
+    assert s["accuracy"] == pytest.approx(4 / 6, abs=1e-4)
+    assert s["per_class"]["a"] == {"precision": 1.0, "recall": 0.6667, "f1": 0.8, "support": 3}
+    assert s["per_class"]["b"]["precision"] == 0.5 and s["per_class"]["c"]["recall"] == 1.0
+    assert s["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3, abs=1e-4)  # the class never seen is left out
+
+
+def test_params_are_validated(cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+    from stages.train import TrainParams
+
+    with pytest.raises(ValueError, match=r"train\.epochs"):
+        TrainParams(epochs=0)
+    with pytest.raises(ValueError, match=r"train\.image_size"):
+        TrainParams(model="mobilenetv3", image_size=24)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(tmp_path), "--model", "nope"])
+    assert exc.value.code == 2 and "nope" in capsys.readouterr().err
+    code, _, err = cli("train", tmp_path, "--epochs", "0")
+    assert code == 2 and "train.epochs must be >= 1" in err
+    code, _, err = cli("train", tmp_path)
+    assert code == 2 and "manifest.csv not found" in err
+
+
+def test_models_build_offline_and_mobilenet_takes_weights_only_from_a_local_file(tmp_path: Path) -> None:
+    import keras
+
+    from stages import models
+
+    cnn = models.build("fer-cnn", 7, augment=False)
+    assert tuple(cnn.input_shape) == (None, 48, 48, 1) and tuple(cnn.output_shape) == (None, 7)
+    convs = [layer.filters for layer in cnn.layers if isinstance(layer, keras.layers.Conv2D)]
+    dense = [layer.units for layer in cnn.layers if isinstance(layer, keras.layers.Dense)]
+    assert convs == [64, 128, 512, 512] and dense == [256, 512, 7]
+    assert models.build("fer-small", 3).count_params() < cnn.count_params() / 10
+
+    base = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), include_top=False, weights=None,
+                                               include_preprocessing=False, pooling="avg")
+    file = tmp_path / "mnv3.weights.h5"
+    base.save_weights(file)
+    net = models.build("mobilenetv3", 5, weights=str(file), augment=False)
+    assert tuple(net.input_shape) == (None, 96, 96, 3) and tuple(net.output_shape) == (None, 5)
+    inner = next(layer for layer in net.layers if isinstance(layer, keras.Model))
+    assert all(np.array_equal(a, b) for a, b in zip(inner.get_weights(), base.get_weights(), strict=True))
+
+
+def test_every_train_and_predict_option_has_help() -> None:
+    from pipeline.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("train", "predict"):
+        for action in sub.choices[name]._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+@pytest.mark.slow
+def test_tiny_run_learns_and_writes_every_artifact(trained: Path) -> None:
+    import keras
+
+    model_dir = trained / "model"
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == "test" and metrics["count"] == 18
+    assert metrics["accuracy"] >= 0.8 and metrics["macro_f1"] >= 0.75  # chance is 0.33
+    assert metrics["counts"]["train"] == {lab: 48 for lab in LABELS}
+    assert metrics["counts"]["test"] == {lab: 6 for lab in LABELS}
+    assert set(metrics["per_class"]) == set(LABELS) and "fallback" in metrics["split_from"]
+    assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] == 8
+
+    labels = json.loads((model_dir / "labels.json").read_text())
+    assert labels == LABELS
+    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    assert tuple(model.input_shape) == (None, 48, 48, 1)
+    # The saved model is the one scored: it classifies a fresh sample of each pattern.
+    fresh = trained.parent / "fresh"
+    make_set(fresh, per_class=4, seed=7)
+    x = np.stack([np.asarray(Image.open(f))[:, :, None] for lab in LABELS for f in sorted((fresh / lab).iterdir())])
+    probs = keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False))
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert (probs.argmax(axis=1) == np.repeat(np.arange(3), 4)).mean() >= 0.75
+
+    with (model_dir / "history.csv").open() as f:
+        hist = list(csv.DictReader(f))
+    assert [int(h["epoch"]) for h in hist] == list(range(1, 9))
+    assert float(hist[-1]["accuracy"]) > float(hist[0]["accuracy"])
+    assert {"loss", "val_loss", "val_accuracy", "learning_rate"} <= set(hist[0])
+    for png in ("curves.png", "confusion.png"):
+        with Image.open(model_dir / png) as im:
+            im.load()
+            assert im.format == "PNG" and im.width >= 300 and im.height >= 300
+    with (model_dir / "predictions.csv").open() as f:
+        preds = list(csv.DictReader(f))
+    assert len(preds) == 18 and {p["label"] for p in preds} == set(LABELS)
+    assert not (model_dir / "backup").exists()
+
+    with (trained / "manifest.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * PER_CLASS
+    assert Counter(r["split"] for r in rows) == {"train": 144, "val": 18, "test": 18}
+
+
+@pytest.mark.slow
+def test_predict_finds_and_labels_the_face_in_a_real_photo(trained: Path, shared: Path, cli, tmp_path: Path) -> None:
+    truth = next(r for r in csv.DictReader((shared / "faces" / "presence.csv").open()) if r["file"].endswith("fr_obama.jpg"))
+    box = tuple(float(truth[k]) for k in "xywh")
+    photo = shared / "faces" / "presence" / "fr_obama.jpg"
+    out = tmp_path / "pred.json"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a JPEG")
+    code, _, err = cli("predict", "--model", trained / "model", photo, shared / "faces" / "presence" / "sk_coffee.png",
+                       broken, "--format", "json", "--out", out, "--annotate", tmp_path / "ann")
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    assert [r["input"] for r in res] == [str(photo), str(shared / "faces" / "presence" / "sk_coffee.png"), str(broken)]
+    assert res[1]["faces"] == []  # a cup of coffee has no face
+    assert res[2]["faces"] == [] and res[2]["error"].startswith("decode_error")
+    face = res[0]["faces"][0]
+    assert box_iou(tuple(face["box"]), box) >= 0.5
+    assert face["label"] in LABELS and face["probability"] == max(face["probabilities"].values())
+    assert sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    with Image.open(tmp_path / "ann" / "fr_obama.jpg") as im:
+        assert im.size == (910, 1137)
+
+
+@pytest.mark.slow
+def test_predict_video_csv_and_missing_camera(trained: Path, shared: Path, cli, tmp_path: Path) -> None:
+    import cv2
+
+    from pipeline.images import Decoded
+
+    frame = cv2.cvtColor(Decoded((shared / "faces" / "presence" / "fr_obama.jpg").read_bytes).full(), cv2.COLOR_RGB2BGR)
+    frame = cv2.resize(frame, (456, 568))
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (456, 568))
+    for i in range(6):
+        writer.write(np.roll(frame, 4 * i, axis=1))
+    writer.release()
+    code, out, err = cli("predict", "--model", trained / "model", video, "--every", "2", "--annotate", tmp_path / "ann")
+    assert code == 0, err
+    rows = list(csv.DictReader(out.splitlines()))
+    assert [r["frame"] for r in rows] == ["0", "2", "4"]
+    for r in rows:
+        assert r["label"] in LABELS
+        assert box_iou(tuple(float(r[k]) for k in "xywh"), (349 / 2, 142 / 2, 268 / 2, 267 / 2)) >= 0.4
+    cap = cv2.VideoCapture(str(tmp_path / "ann" / "clip.mp4"))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 6
+    cap.release()
+
+    code, _, err = cli("predict", "--model", trained / "model", "9")
+    assert code == 2 and "no camera at index 9" in err
+
+
+@pytest.mark.slow
+def test_training_killed_with_sigkill_resumes_from_the_last_epoch(trained: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    shutil.copytree(trained, work, ignore=shutil.ignore_patterns("model"))
+    cmd = [sys.executable, "-m", "pipeline", "train", str(work), "--model", "fer-small", "--epochs", "14",
+           "--batch-size", "16", "--patience", "0", "--threads", "1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    state = work / "model" / "backup" / "state.json"
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    done = 0
+    while time.monotonic() < deadline and first.poll() is None:
+        try:
+            done = json.loads(state.read_text())["epoch"]
+        except (OSError, ValueError):
+            done = 0
+        if done >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL
+    saved = json.loads(state.read_text())["epoch"]
+    assert 2 <= saved < 14
+    with (work / "model" / "history.csv").open() as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, saved + 1))
+
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resuming after epoch {saved} of 14" in second.stderr
+    ran = [line for line in second.stderr.splitlines() if "train: epoch " in line]
+    assert len(ran) == 14 - saved and f"epoch {saved + 1}/14" in ran[0]
+    with (work / "model" / "history.csv").open() as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 15))
+    metrics = json.loads((work / "model" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 14 and metrics["accuracy"] >= 0.8
+    assert not (work / "model" / "backup").exists()
+
+
+@pytest.mark.slow
+def test_predict_folder_of_cropped_faces_with_detector_none(trained: Path, cli, tmp_path: Path) -> None:
+    make_set(tmp_path / "faces", per_class=3, seed=11)
+    code, out, err = cli("predict", "--model", trained / "model", tmp_path / "faces", "--detector", "none")
+    assert code == 0, err
+    rows = list(csv.DictReader(out.splitlines()))
+    assert len(rows) == 9 and all((r["x"], r["y"], r["w"], r["h"]) == ("0", "0", "48", "48") for r in rows)
+    right = sum(Path(r["input"]).parent.name == r["label"] for r in rows)
+    assert right >= 7
+    assert all(abs(sum(float(r[f"p_{lab}"]) for lab in LABELS) - 1) < 1e-3 for r in rows)
