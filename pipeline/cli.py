@@ -65,7 +65,7 @@ def build_parser() -> Parser:
     g.add_argument("--workers", "-j", help="parallel worker processes (default: all cores)")
     g.add_argument("--backend", help="executor: sequential | loky | dask (default: loky when workers > 1)")
     g.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (implies --backend dask)")
-    g.add_argument("--shard-size", dest="shard_size", help="items per shard, the unit of work and resume (default: 256)")
+    g.add_argument("--shard-size", dest="shard_size", help="items per shard, the unit of work and resume (default 0: about 1%% of the items, 8 to 256)")
     g.add_argument("--retries", help="times a failed shard is retried (default: 2)")
     g.add_argument("--max-pixels", dest="max_pixels", help="refuse larger images as too_large (default: 100000000)")
     g.add_argument("--dry-run", action="store_true", help="list the input and say what would run; write nothing")

@@ -39,7 +39,7 @@ class RunConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     backend: str = ""
     scheduler: str = ""
-    shard_size: int = 256
+    shard_size: int = 0  # 0: from the item count (see runner.shard_size)
     retries: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
     source: SourceOptions = field(default_factory=SourceOptions)
@@ -134,7 +134,7 @@ def build(file: Mapping[str, Any], flags: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"--out {out} is inside --input {inp}; its outputs would be read as input next time")
 
     run = {k: coerce(v, int, f"run.{k}") for k in ("workers", "shard_size", "retries", "max_pixels") if (v := layer("run", k)) is not None}
-    for k, lo in (("workers", 1), ("shard_size", 1), ("retries", 0), ("max_pixels", 1)):
+    for k, lo in (("workers", 1), ("shard_size", 0), ("retries", 0), ("max_pixels", 1)):
         if k in run and run[k] < lo:
             raise ConfigError(f"{k.replace('_', '-')} must be >= {lo}, got {run[k]}")
     backend = str(layer("run", "backend") or "")

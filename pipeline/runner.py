@@ -101,8 +101,7 @@ def ingest(cfg: RunConfig, store: Store) -> tuple[list[Item], list[list[Item]], 
     got = sources.ingest(cfg.input, cfg.source)
     for note in got.notes:
         log.info("%s", note)
-    fp = _hash(INGEST_VERSION, got.signature, str(cfg.source), cfg.shard_size, cfg.max_pixels)
-    shards = [got.items[i : i + cfg.shard_size] for i in range(0, len(got.items), cfg.shard_size)]
+    fp, shards = _shards(cfg, got)
     rows = []
     for n, shard in enumerate(shards):
         rows += [_item_row(it, n, KEPT, "", "") for it in shard]
@@ -113,6 +112,20 @@ def ingest(cfg: RunConfig, store: Store) -> tuple[list[Item], list[list[Item]], 
         store.write_items(rows)
     log.info("ingest: %d items in %d shards, %d refused (%.1fs)", len(got.items), len(shards), len(got.rejected), time.monotonic() - t0)
     return got.items, shards, got, fp
+
+
+def shard_size(n_items: int, asked: int = 0) -> int:
+    """Items per shard: as asked, else about 1% of the items, between 8 and 256. It depends on the
+    input alone (never on --workers), so changing the worker count never re-cuts the shards; small
+    inputs still get enough shards to keep every worker busy to the end."""
+    return asked or min(256, max(8, -(-n_items // 100)))
+
+
+def _shards(cfg: RunConfig, got: sources.Ingested) -> tuple[str, list[list[Item]]]:
+    """(ingest fingerprint, shards): keys sorted, a fixed count per shard."""
+    size = shard_size(len(got.items), cfg.shard_size)
+    fp = _hash(INGEST_VERSION, got.signature, str(cfg.source), size, cfg.max_pixels)
+    return fp, [got.items[i : i + size] for i in range(0, len(got.items), size)]
 
 
 def _item_row(it: Item, shard: int, status: str, reason: str, detail: str) -> dict[str, Any]:
@@ -234,8 +247,7 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> RunResult:
 
 def _dry_ingest(cfg: RunConfig) -> tuple[list[Item], list[list[Item]], sources.Ingested, str]:
     got = sources.ingest(cfg.input, cfg.source)
-    fp = _hash(INGEST_VERSION, got.signature, str(cfg.source), cfg.shard_size, cfg.max_pixels)
-    shards = [got.items[i : i + cfg.shard_size] for i in range(0, len(got.items), cfg.shard_size)]
+    fp, shards = _shards(cfg, got)
     return got.items, shards, got, fp
 
 

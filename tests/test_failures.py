@@ -6,9 +6,9 @@ import csv
 import shutil
 from pathlib import Path
 
+import crashing
 import pytest
 
-import crashing
 from stages.base import STAGES
 
 
@@ -24,7 +24,7 @@ def test_dead_worker_fails_its_shard_then_rerun_resumes(shared: Path, tmp_path: 
     args = ("run", "-i", tmp_path / "in", "-o", work, "--workers", "2", "--backend", "loky", "--shard-size", "4", "--retries", "1")
 
     monkeypatch.setitem(STAGES, "compress", crashing.DiesOnPoison)
-    code, out, err = cli(*args)
+    code, _, err = cli(*args)
     assert code == 1
     assert "some shards failed" in err and "re-run" in err
     names = sorted(p.name for p in inp.iterdir())
@@ -41,7 +41,7 @@ def test_dead_worker_fails_its_shard_then_rerun_resumes(shared: Path, tmp_path: 
     assert kept_before == 13 - 4
 
     monkeypatch.setitem(STAGES, "compress", crashing.Compress)  # the healthy stage, same fingerprint
-    code, out, err = cli(*args)
+    code, _out, err = cli(*args)
     assert code == 0, err
     assert "1 of 4 shards to do" in err
     assert (work / "manifest.csv").read_text().count("\n") - 1 == 13
