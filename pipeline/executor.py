@@ -25,7 +25,9 @@ _pinned = False
 
 
 def pin_threads() -> None:
-    """Once per worker process: one thread for every native pool we know of."""
+    """Once per worker process: one thread for every native pool we know of. Not called in the
+    driver (the sequential backend): the dataset steps, training above all, run there and want
+    every core."""
     global _pinned
     if _pinned:
         return

@@ -157,7 +157,7 @@ def per_item_pass(cfg: RunConfig, store: Store, shards: list[list[Item]]) -> dic
         if len(done) == len(stages):
             continue
         stored = {name: {r["key"]: outcome_of_row(r) for r in store.read_part(name, n)} for name in done}
-        tasks.append(ShardTask(n, items, stages, stored, cfg.out.resolve(), cfg.max_pixels))
+        tasks.append(ShardTask(n, items, stages, stored, cfg.out.resolve(), cfg.max_pixels, pin=cfg.executor != "sequential"))
     if not tasks:
         log.info("per-item stages (%s): %s", ",".join(s.name for s in stages),
                  "every shard already done" if shards else "no items to process")

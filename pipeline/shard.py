@@ -30,6 +30,8 @@ class ShardTask:
     done: Mapping[str, Mapping[str, Outcome]]
     work: Path
     max_pixels: int
+    #: in a worker process (not the driver): pin native thread pools to one thread
+    pin: bool = True
 
 
 @dataclass
@@ -50,7 +52,8 @@ def children(stored: Mapping[str, Outcome], key: str) -> list[Outcome]:
 
 
 def run_shard(task: ShardTask) -> ShardResult:
-    pin_threads()
+    if task.pin:
+        pin_threads()
     todo = [s for s in task.stages if s.name not in task.done]
     for s in todo:
         s.ensure_setup()
