@@ -1,6 +1,6 @@
 """Throughput of the compress stage against two baselines measured in the same run.
 
-    python -m bench.compress [--data DIR] [--n 160] [--workers 2]
+    python -m bench.compress [--data DIR] [--n 320] [--workers 2]
 
 Baselines over the same files: a plain sequential ``cv2.imread`` + ``cv2.imwrite`` quality-40 loop
 (through ASCII-named links, since cv2.imread cannot open the Korean names), and a bare
@@ -66,7 +66,7 @@ def facesift(data: Path, work: Path, workers: int) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.compress", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, help="input folder (default: generate AIHub-like data into a temp folder)")
-    p.add_argument("--n", type=int, default=160, help="images to generate when --data is not given")
+    p.add_argument("--n", type=int, default=320, help="images to generate when --data is not given")
     p.add_argument("--sizes", default="1920x1080,4000x3000", help="sizes to generate")
     p.add_argument("--workers", type=int, default=2, help="facesift workers")
     args = p.parse_args(argv)
