@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -179,6 +179,28 @@ def key_to_relpath(key: str, suffix: str) -> str:
     p = Path(stem)
     name = p.stem + (f"_face{face}" if face else "") + suffix
     return str(p.with_name(name)) if p.name else name
+
+
+C = TypeVar("C", bound=type)
+
+
+class Registry(dict[str, Any]):
+    """Backends by name (face detectors, text engines): a dict plus a decorator that sets the
+    class's ``name``; a duplicate name is an error."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def register(self, name: str) -> Callable[[C], C]:
+        def deco(cls: C) -> C:
+            if name in self:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            cls.name = name  # type: ignore[attr-defined]
+            self[name] = cls
+            return cls
+
+        return deco
 
 
 S = TypeVar("S", bound=type[Stage])

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, TypeVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 
-from stages.base import Item
+from stages.base import Item, Registry
 
 #: Order of the five landmarks a backend may return, named as seen in the image (``left_eye``
 #: is the eye on the image's left side).
@@ -74,21 +74,9 @@ class Backend:
     install: ClassVar[str] = ""
 
 
-D = TypeVar("D", bound=type[Backend])
-DETECTORS: dict[str, type[Backend]] = {}
-
-
-def register(name: str) -> Callable[[D], D]:
-    """Class decorator: add a backend under *name*; a duplicate name is an error."""
-
-    def deco(cls: D) -> D:
-        if name in DETECTORS:
-            raise ValueError(f"face detector {name!r} registered twice")
-        cls.name = name
-        DETECTORS[name] = cls
-        return cls
-
-    return deco
+#: Face detector backends by name.
+DETECTORS = Registry("face detector")
+register = DETECTORS.register
 
 
 def missing(name: str) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
+from stages.base import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,21 +79,9 @@ class Engine:
         raise NotImplementedError
 
 
-E = TypeVar("E", bound=type[Engine])
-ENGINES: dict[str, type[Engine]] = {}
-
-
-def register(name: str) -> Callable[[E], E]:
-    """Class decorator: add an engine under *name*; a duplicate name is an error."""
-
-    def deco(cls: E) -> E:
-        if name in ENGINES:
-            raise ValueError(f"text engine {name!r} registered twice")
-        cls.name = name
-        ENGINES[name] = cls
-        return cls
-
-    return deco
+#: Text engines by name.
+ENGINES = Registry("text engine")
+register = ENGINES.register
 
 
 def missing(name: str, languages: str = "eng") -> str:
