@@ -203,6 +203,21 @@ class Registry(dict[str, Any]):
         return deco
 
 
+def package_file(package: str, *parts: str) -> str:
+    """Path of a data file shipped inside an installed package (model weights), found without
+    importing the package; ImportError says what is missing."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package {package} is not installed")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), *parts)
+    if not os.path.isfile(path):
+        raise ImportError(f"{package} is installed without its data file {'/'.join(parts)}")
+    return path
+
+
 S = TypeVar("S", bound=type[Stage])
 STAGES: dict[str, type[Stage]] = {}
 

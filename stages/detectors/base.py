@@ -17,7 +17,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from stages.base import Item, Registry
+from stages.base import Item, Registry, package_file  # noqa: F401  (re-exported for the backends)
 
 #: Order of the five landmarks a backend may return, named as seen in the image (``left_eye``
 #: is the eye on the image's left side).
@@ -135,17 +135,6 @@ def import_tensorflow() -> object:
             pass
         tf.get_logger().setLevel("ERROR")
     return tf
-
-
-def package_file(package: str, *parts: str) -> str:
-    """Path of a data file shipped inside an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"package {package} is not installed")
-    path = os.path.join(next(iter(spec.submodule_search_locations)), *parts)
-    if not os.path.isfile(path):
-        raise ImportError(f"{package} is installed without its data file {os.path.join(*parts)}")
-    return path
 
 
 def nms(faces: list[Face], iou: float) -> list[Face]:

@@ -9,13 +9,12 @@ engine can also read (``read``) — has the surviving regions read so the report
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass, replace
 from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from stages.base import Registry
+from stages.base import Registry, package_file  # noqa: F401  (re-exported for the backends)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +106,6 @@ def create(name: str, **options: object) -> Engine:
 def absent_modules(*modules: str) -> list[str]:
     """The top-level modules among *modules* that cannot be imported (looked up, not imported)."""
     return [m for m in modules if importlib.util.find_spec(m) is None]
-
-
-def package_file(package: str, *parts: str) -> str:
-    """Path of a data file shipped inside an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"package {package} is not installed")
-    path = os.path.join(next(iter(spec.submodule_search_locations)), *parts)
-    if not os.path.isfile(path):
-        raise ImportError(f"{package} is installed without its data file {'/'.join(parts)}")
-    return path
 
 
 def covered_fraction(boxes: list[tuple[int, int, int, int]], shape: tuple[int, ...]) -> float:
