@@ -55,13 +55,14 @@ def make_thumbnail(image: Decoded, key: str, work: Path) -> bool:
         return False
 
 
-def _thumb_chunk(jobs: list[tuple[str, Item]], work: Path, max_pixels: int) -> int:
-    from pipeline.images import Decoded
+def _thumb_chunk(task: tuple[list[tuple[str, Item]], Path]) -> int:
+    from pipeline.images import DEFAULT_MAX_PIXELS, Decoded
     from pipeline.sources import read_item
 
+    jobs, work = task
     made = 0
     for key, item in jobs:
-        made += make_thumbnail(Decoded(lambda it=item: read_item(it), max_pixels), key, work)
+        made += make_thumbnail(Decoded(lambda it=item: read_item(it), DEFAULT_MAX_PIXELS), key, work)
     return made
 
 
@@ -69,15 +70,14 @@ def _backfill(work: Path, jobs: list[tuple[str, Item]], workers: int) -> int:
     """Thumbnails for dataset-step rejections, spread over *workers* processes."""
     if not jobs:
         return 0
-    from pipeline.images import DEFAULT_MAX_PIXELS
-
     if workers <= 1 or len(jobs) < 64:
-        return _thumb_chunk(jobs, work, DEFAULT_MAX_PIXELS)
-    from joblib import Parallel, delayed
+        return _thumb_chunk((jobs, work))
+    from pipeline import executor
 
     n = min(len(jobs), workers * 4)
-    chunks = [jobs[i::n] for i in range(n)]
-    return sum(Parallel(n_jobs=workers, backend="loky")(delayed(_thumb_chunk)(c, work, DEFAULT_MAX_PIXELS) for c in chunks))
+    tasks = [(jobs[i::n], work) for i in range(n)]
+    return sum(executor.run_tasks(_thumb_chunk, tasks, backend="loky", workers=workers, sizes=[len(t[0]) for t in tasks],
+                                  desc="thumbnails"))
 
 
 def _source_item(work: Path, r: dict[str, Any], items: dict[str, dict[str, Any]]) -> Item | None:
