@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.executor import pin_threads
-from pipeline.images import Decoded, to_gray
+from pipeline.images import Decoded, encode_jpeg, to_gray
 from stages.base import Item
 from stages.crop import CropParams, choose, find_faces
 from stages.detectors import DETECTORS, Face, create
@@ -167,6 +167,28 @@ def run_backend(det: Any, sets: dict[str, Any], shared: Path, gen: list[tuple[Pa
     return res
 
 
+def decode_costs(gen: list[tuple[Path, Box, tuple[int, int]]], side: int, repeat: int) -> dict[tuple[int, int], tuple[float, ...]]:
+    """Per size: (MB, reduced-decode CPU ms) of the images as given and after the compress stage's
+    recompression (quality 40): the decode is the input's cost, the same for every backend."""
+    from stages.compress import CompressParams
+
+    quality = CompressParams().quality
+    out: dict[tuple[int, int], list[tuple[float, float, float, float]]] = {}
+    for path, _, size in gen:
+        raw = path.read_bytes()
+        small = encode_jpeg(Decoded.from_bytes(raw).pil(), quality)
+        row = []
+        for data in (raw, small):
+            best = float("inf")
+            for _ in range(repeat):
+                t0 = time.process_time()
+                Decoded.from_bytes(data).at_most(side)
+                best = min(best, time.process_time() - t0)
+            row += [len(data) / 1e6, best * 1000]
+        out.setdefault(size, []).append(tuple(row))  # type: ignore[arg-type]
+    return {s: tuple(statistics.mean(col) for col in zip(*v, strict=True)) for s, v in out.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.crop", description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=Path, help="a bench.generate folder with truth.csv (default: generate 20 in a temp folder)")
@@ -192,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_s = time.perf_counter() - t0
             rows[name] = run_backend(det, sets, args.shared, gen, args.repeat) | {"load_s": load_s}
             print(f"  {name}: done", file=sys.stderr)
+        decode = decode_costs(gen, DETECTORS["res10"].side, args.repeat)
     base = rows.get("classic")
     sizes = sorted({s for r in rows.values() for s in r["ms"]})
     head = "".join(f"{f'{w}x{h} ms':>15}{'det':>6}{'x':>6}" for w, h in sizes)
@@ -210,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           " x: speed-up over classic.\npresence, groups: true positives / boxes predicted / true boxes (IoU >= 0.4, >= 0.3);"
           " FP img: no-face photos with any box / with a face the crop defaults keep / photos;"
           " one-face: correct outcomes of the crop defaults (policy largest).")
+    for (w, h), (mb, ms, mb_q, ms_q) in sorted(decode.items()):
+        print(f"reduced decode for a {DETECTORS['res10'].side} px copy at {w}x{h}: {ms:.1f} ms as generated ({mb:.2f} MB), "
+              f"{ms_q:.1f} ms after compress ({mb_q:.2f} MB)")
     return 0
 
 
