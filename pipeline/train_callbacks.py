@@ -60,14 +60,14 @@ class Resume(keras.callbacks.Callback):
     run when this one records the epoch.
     """
 
-    def __init__(self, backup: Path, out: Path, fingerprint: str, state: dict[str, Any] | None, total: int,
+    def __init__(self, backup: Path, out: Path, fingerprint: str, state: dict[str, Any] | None,
                  early: keras.callbacks.EarlyStopping | None, plateau: keras.callbacks.ReduceLROnPlateau | None,
                  best: keras.callbacks.ModelCheckpoint) -> None:
         super().__init__()
-        self.backup, self.out, self.total = backup, out, total
+        self.backup, self.out = backup, out
         self.early, self.plateau, self.best = early, plateau, best
         self.state: dict[str, Any] = state or {"fingerprint": fingerprint, "epoch": 0, "history": [], "best_file": "",
-                                               "done": False, "early": {}, "plateau": {}, "best": None}
+                                               "stopped": False, "early": {}, "plateau": {}, "best": None}
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         s = self.state
@@ -103,7 +103,7 @@ class Resume(keras.callbacks.Callback):
         if self.plateau is not None:
             s["plateau"] = {"wait": self.plateau.wait, "best": _num(self.plateau.best), "cooldown": self.plateau.cooldown_counter}
         s["epoch"] = epoch + 1
-        s["done"] = bool(self.model.stop_training) or epoch + 1 >= self.total
+        s["stopped"] = bool(self.model.stop_training)  # early stopping: over whatever the epoch budget
         tmp = self.backup / "last-tmp.keras"
         self.model.save(tmp)
         os.replace(tmp, self.backup / "last.keras")

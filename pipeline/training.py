@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from stages.train import TrainParams
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -109,8 +109,13 @@ def records_from_manifest(work: Path) -> list[dict[str, Any]]:
              "meta": {}, "metrics": {"split": r.get("split", "")}, "status": "kept"} for r in rows]
 
 
+#: Parameters that never change what an epoch computes: a resume point stays valid across them
+#: (raising ``epochs`` continues an interrupted run with a bigger budget).
+NOT_FINGERPRINTED = ("threads", "epochs")
+
+
 def _fingerprint(params: TrainParams, labels: list[str], samples: list[train_data.Sample]) -> str:
-    p = {k: v for k, v in asdict(params).items() if k != "threads"}
+    p = {k: v for k, v in asdict(params).items() if k not in NOT_FINGERPRINTED}
     h = hashlib.sha256(json.dumps([FORMAT_VERSION, p, labels], sort_keys=True).encode())
     for s in samples:
         h.update(f"{s.key}\0{s.label}\0{s.split}\n".encode())
@@ -183,6 +188,8 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     shape = models.input_shape(params.model, params.image_size)
     if state:
         log.info("train: resuming after epoch %d of %d from %s", start, params.epochs, backup)
+        if start >= params.epochs:
+            log.warning("train: the resume point is past --train-epochs %d; evaluating it as it is", params.epochs)
         model = keras.models.load_model(backup / "last.keras")
     else:
         model = models.build(params.model, len(labels), image_size=params.image_size, weights=params.weights,
@@ -201,9 +208,9 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
                                                 min_lr=params.learning_rate / 64) if params.lr_patience else None
     best = keras.callbacks.ModelCheckpoint(str(backup / "best-{epoch:03d}.keras"), monitor="val_accuracy", mode="max",
                                            save_best_only=True)
-    resume = cb.Resume(backup, out, fp, state, params.epochs, early, plateau, best)
+    resume = cb.Resume(backup, out, fp, state, early, plateau, best)
     callbacks = [c for c in (early, plateau, best) if c is not None] + [resume, cb.EpochLog(params.epochs)]
-    if not resume.state["done"]:
+    if not (resume.state["stopped"] or start >= params.epochs):
         model.fit(data(p.by_split["train"], True), validation_data=data(p.by_split["val"], False), epochs=params.epochs,
                   initial_epoch=start, class_weight=weights, callbacks=callbacks, verbose=0, shuffle=False)
     st = resume.state
@@ -215,7 +222,7 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     metrics.update({
         "model": params.model, "input_shape": list(shape), "labels": labels, "split_from": p.origin, "counts": p.counts,
         "class_weights": {labels[i]: w for i, w in weights.items()} if weights else None,
-        "epochs_run": st["epoch"], "best_epoch": best_epoch, "stopped_early": st["epoch"] < params.epochs,
+        "epochs_run": st["epoch"], "best_epoch": best_epoch, "stopped_early": bool(st["stopped"]),
         "params": {k: v for k, v in asdict(params).items() if k != "threads"},
     })
     write_artifacts(model, keras, out, labels, st["history"], metrics)

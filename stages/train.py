@@ -21,7 +21,7 @@ CLASS_WEIGHTS = ("none", "sqrt", "balanced")
 @dataclass(frozen=True)
 class TrainParams(Params):
     model: str = field(default="fer-cnn", metadata={"help": "network to train: " + ", ".join(MODELS), "choices": tuple(MODELS)})
-    epochs: int = field(default=60, metadata={"help": "maximum epochs (early stopping may end sooner)"})
+    epochs: int = field(default=60, metadata={"help": "maximum epochs (early stopping may end sooner); an interrupted run resumes with a raised value too"})
     batch_size: int = field(default=64, metadata={"help": "images per training batch"})
     learning_rate: float = field(default=5e-4, metadata={"help": "initial Adam learning rate (halved on a val-loss plateau)"})
     augment: bool = field(default=True, metadata={"help": "augment training images (flip, rotation, zoom, translation, noise)"})
