@@ -1,10 +1,13 @@
 """Training and inference speed of each model on this machine's CPU, at the model's own input size.
 
-    python -m bench.train [--models fer-small,fer-cnn,mobilenetv3] [--batch 64] [--seconds 20] [--threads 0]
+    python -m bench.train [--models fer-small,fer-cnn,mobilenetv3] [--precision float32,mixed_bfloat16]
+                          [--batch 64] [--seconds 20] [--threads 0]
 
 Per model: training images/s through ``model.fit`` (augmentation on, as the recipe trains),
 inference images/s in batches (``--batch``) and one face at a time (as ``predict`` does per frame),
-and the ratio of each figure to the first model's, measured in the same run. Also the input
+and the ratio of each figure to the first model's, measured in the same run. With several
+``--precision`` policies each model trains under each (the train stage's ``--train-precision``);
+inference is measured in float32 only, since the saved model is always float32. Also the input
 pipeline alone (read + decode + resize of 48x48 JPEG files, first, uncached epoch) for scale.
 Random pixels: speed does not depend on the content.
 """
@@ -32,12 +35,13 @@ def rate(step: Callable[[], int], seconds: float, warmup: int = 2) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_model(name: str, batch: int, seconds: float) -> dict[str, float]:
+def bench_model(name: str, batch: int, seconds: float, precision: str = "float32") -> dict[str, float]:
     import keras
     import tensorflow as tf
 
     from stages import models
 
+    keras.mixed_precision.set_global_policy(precision)
     shape = models.input_shape(name)
     model = models.build(name, 7, augment=True, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(5e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -52,6 +56,9 @@ def bench_model(name: str, batch: int, seconds: float) -> dict[str, float]:
         return steps * batch
 
     train = rate(train_step, seconds, warmup=1)
+    keras.mixed_precision.set_global_policy("float32")
+    if precision != "float32":
+        return {"params": model.count_params(), "shape": shape, "train": train}
     infer_fn = tf.function(lambda t: model(t, training=False))
     xb = tf.constant(x[:batch])
     x1 = tf.constant(x[:1])
@@ -81,6 +88,8 @@ def bench_input(seconds: float) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="fer-small,fer-cnn,mobilenetv3", help="comma-separated model names; the first is the baseline")
+    ap.add_argument("--precision", default="float32", help="comma-separated Keras policies to train under "
+                    "(float32, mixed_bfloat16, mixed_float16)")
     ap.add_argument("--batch", type=int, default=64, help="batch size for training and batched inference (default: 64)")
     ap.add_argument("--seconds", type=float, default=20.0, help="time spent measuring each training figure (default: 20)")
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow threads per op pool (0: the environment / all cores)")
@@ -96,18 +105,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     print(f"CPU: {os.cpu_count()} cores, TensorFlow {tf.__version__}, Keras {keras.__version__}, batch {args.batch}", flush=True)
     print(f"input pipeline (48x48 JPEG files -> tf.data, first epoch): {bench_input(args.seconds):,.0f} img/s", flush=True)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     rows = []
     for name in names:
-        r = bench_model(name, args.batch, args.seconds)
-        rows.append((name, r))
-        print(f"  measured {name}", file=sys.stderr, flush=True)
-    base = rows[0][1]
-    print(f"{'model':<12} {'input':>9} {'params':>9} {'train img/s':>12} {'infer img/s':>12} {'1-face img/s':>13}  "
-          f"vs {rows[0][0]} (train / infer)")
-    for name, r in rows:
+        for precision in precisions:
+            rows.append((name, precision, bench_model(name, args.batch, args.seconds, precision)))
+            print(f"  measured {name} {precision}", file=sys.stderr, flush=True)
+    base = rows[0][2]
+    print(f"{'model':<12} {'precision':<15} {'input':>9} {'params':>9} {'train img/s':>12} {'infer img/s':>12} {'1-face img/s':>13}  "
+          f"vs {rows[0][0]} {rows[0][1]} (train / infer)")
+    for name, precision, r in rows:
         h, w, c = r["shape"]
-        print(f"{name:<12} {f'{h}x{w}x{c}':>9} {r['params']:>9,} {r['train']:>12,.0f} {r['infer']:>12,.0f} {r['single']:>13,.0f}  "
-              f"{r['train'] / base['train']:.2f}x / {r['infer'] / base['infer']:.2f}x")
+        infer = (f"{r['infer']:>12,.0f} {r['single']:>13,.0f}", f" / {r['infer'] / base['infer']:.2f}x") if "infer" in r else (
+            f"{'-':>12} {'-':>13}", "")
+        print(f"{name:<12} {precision:<15} {f'{h}x{w}x{c}':>9} {r['params']:>9,} {r['train']:>12,.0f} {infer[0]}  "
+              f"{r['train'] / base['train']:.2f}x{infer[1]}")
     return 0
 
 

@@ -116,6 +116,8 @@ NOT_FINGERPRINTED = ("threads", "epochs")
 
 def _fingerprint(params: TrainParams, labels: list[str], samples: list[train_data.Sample]) -> str:
     p = {k: v for k, v in asdict(params).items() if k not in NOT_FINGERPRINTED}
+    if p["precision"] == "float32":
+        del p["precision"]  # as before the option existed: a float32 run's resume point outlives the upgrade
     h = hashlib.sha256(json.dumps([FORMAT_VERSION, p, labels], sort_keys=True).encode())
     for s in samples:
         h.update(f"{s.key}\0{s.label}\0{s.split}\n".encode())
@@ -171,12 +173,15 @@ def train(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Tra
     if state is None and backup.exists():
         shutil.rmtree(backup)
     backup.mkdir(parents=True, exist_ok=True)
-    was_on = determinism_on()
+    was_on, policy = determinism_on(), keras.mixed_precision.global_policy().name
     configure(tf, keras, params.threads, params.seed + (state["epoch"] if state else 0))
+    keras.mixed_precision.set_global_policy(params.precision)
     try:
         return _fit_and_report(keras, params, p, backup, fp, state)
     finally:
-        reset_determinism(was_on)  # other TensorFlow code in this process (a face detector) must not inherit it
+        # Process-wide settings: other TensorFlow code in this process (a face detector) must not inherit them.
+        reset_determinism(was_on)
+        keras.mixed_precision.set_global_policy(policy)
 
 
 def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: str, state: dict[str, Any] | None) -> TrainResult:
@@ -271,13 +276,32 @@ def evaluate(model: Any, by_split: dict[str, list[train_data.Sample]], labels: l
     return res
 
 
+def float32_copy(model: Any, keras: Any) -> Any:
+    """An uncompiled float32 model with *model*'s weights: saved without optimizer state (3x smaller),
+    and predicting at full precision on any machine whatever precision it was trained in."""
+    def to_float32(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: to_float32(v) for k, v in node.items()}
+        return [to_float32(v) for v in node] if isinstance(node, list) else node
+
+    policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        plain = keras.Model.from_config(to_float32(model.get_config()))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    plain.set_weights(model.get_weights())
+    return plain
+
+
 def write_artifacts(model: Any, keras: Any, out: Path, labels: list[str], history: list[dict[str, Any]],
                     metrics: dict[str, Any]) -> None:
     """model.keras (no optimizer state), labels.json, history.csv, curves.png, confusion.png, metrics.json."""
     from pipeline import train_callbacks as cb
 
-    # A fresh functional wrapper over the same layers is uncompiled: saved without optimizer state (3x smaller).
-    plain = keras.Model(model.input, model.output, name=model.name)
+    plain = float32_copy(model, keras)
     tmp = out / ".model-tmp.keras"
     plain.save(tmp)
     os.replace(tmp, out / "model.keras")

@@ -2,7 +2,9 @@
 
 Every model takes raw pixel values (0-255, float) at its input size and ends in a softmax; the
 shared head of the graph rescales to [0, 1] and, when training with augmentation, applies the
-Keras preprocessing layers (active only in training, so the saved model predicts unchanged).
+Keras preprocessing layers (active only in training, so the saved model predicts unchanged). The
+builders make the features; ``build`` adds the softmax layer, always in float32 (under a mixed
+precision policy the probabilities and the loss stay exact).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: Builder: (tensor scaled to [0, 1], number of classes, weights file or "") -> softmax tensor.
-Builder = Callable[[Any, int, str], Any]
+#: Builder: (tensor scaled to [0, 1], weights file or "") -> feature tensor (the softmax is added by build).
+Builder = Callable[[Any, str], Any]
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def build(name: str, n_classes: int, *, image_size: int = 0, weights: str = "", 
     x = layers.Rescaling(1 / 255, name="scale")(inp)
     if augment:
         x = augmentation(seed)(x)
-    out = MODELS[name].build(x, n_classes, weights)
+    out = layers.Dense(n_classes, activation="softmax", name="probs", dtype="float32")(MODELS[name].build(x, weights))
     m = keras.Model(inp, out, name=name.replace("-", "_"))
     if weights and name != "mobilenetv3":
         # Whole-model weights (a .weights.h5 saved from the same architecture) to start from.
@@ -103,7 +105,7 @@ def _dense(x: Any, units: int, dropout: float) -> Any:
 
 
 @model("fer-cnn", (48, 48, 1), "the classic FER2013 CNN: conv 64-128-512-512 + dense 256-512 (48x48 gray, ~4.5M params)")
-def fer_cnn(x: Any, n_classes: int, weights: str) -> Any:
+def fer_cnn(x: Any, weights: str) -> Any:
     from keras import layers
 
     x = _block(x, 64, 3, 0.25)
@@ -112,25 +114,23 @@ def fer_cnn(x: Any, n_classes: int, weights: str) -> Any:
     x = _block(x, 512, 3, 0.25)
     x = layers.Flatten()(x)
     x = _dense(x, 256, 0.25)
-    x = _dense(x, 512, 0.25)
-    return layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    return _dense(x, 512, 0.25)
 
 
 @model("fer-small", (48, 48, 1), "a small fast CNN: conv 32-64-128, global pooling (48x48 gray, ~0.1M params)")
-def fer_small(x: Any, n_classes: int, weights: str) -> Any:
+def fer_small(x: Any, weights: str) -> Any:
     from keras import layers
 
     x = _block(x, 32, 3, 0.1)
     x = _block(x, 64, 3, 0.1)
     x = _block(x, 128, 3, 0.2)
     x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.3)(x)
-    return layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    return layers.Dropout(0.3)(x)
 
 
 @model("mobilenetv3", (96, 96, 3), "Keras MobileNetV3Small from scratch (96x96 RGB); weights only from a local file",
        min_side=32)
-def mobilenetv3(x: Any, n_classes: int, weights: str) -> Any:
+def mobilenetv3(x: Any, weights: str) -> Any:
     import keras
     from keras import layers
 
@@ -142,6 +142,4 @@ def mobilenetv3(x: Any, n_classes: int, weights: str) -> Any:
         input_shape=tuple(x.shape[1:]), include_top=False, weights=weights or None,
         include_preprocessing=False, pooling="avg")
     x = layers.Rescaling(2.0, offset=-1.0, name="to_pm1")(x)
-    x = base(x)
-    x = layers.Dropout(0.2)(x)
-    return layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    return layers.Dropout(0.2)(base(x))

@@ -16,6 +16,7 @@ from stages.base import Outcome, Params, Stage, register
 from stages.models import MODELS
 
 CLASS_WEIGHTS = ("none", "sqrt", "balanced")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class TrainParams(Params):
                                                         "by key hash before splitting (0: all)"})
     seed: int = field(default=0, metadata={"help": "random seed (weights, shuffling, augmentation, fallback split)"})
     threads: int = field(default=0, metadata={"help": "TensorFlow threads per op pool (0: the environment / all cores)"})
+    precision: str = field(default="float32", metadata={
+        "help": "compute precision: float32, or mixed_bfloat16 (about 1.4x faster training on CPUs with AVX512-BF16 or AMX "
+                "and on recent GPUs) or mixed_float16 (GPUs); weights stay float32 and the saved model is float32",
+        "choices": PRECISIONS})
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -48,6 +53,8 @@ class TrainParams(Params):
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"train.learning_rate must be between 0 and 1, got {self.learning_rate}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.class_weights not in CLASS_WEIGHTS:
             raise ValueError(f"train.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
         low = MODELS[self.model].min_side

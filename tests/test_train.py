@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -298,3 +300,34 @@ def test_predict_folder_of_cropped_faces_with_detector_none(trained: Path, cli, 
     right = sum(Path(r["input"]).parent.name == r["label"] for r in rows)
     assert right >= 7
     assert all(abs(sum(float(r[f"p_{lab}"]) for lab in LABELS) - 1) < 1e-3 for r in rows)
+
+
+@pytest.mark.slow
+def test_mixed_bfloat16_training_learns_and_saves_a_float32_model(trained: Path, cli, tmp_path: Path) -> None:
+    import keras
+
+    work = tmp_path / "work"
+    shutil.copytree(trained, work, ignore=shutil.ignore_patterns("model"))
+    code, _, err = cli("train", work, "--model", "fer-small", "--epochs", "8", "--batch-size", "16", "--threads", "2",
+                       "--precision", "mixed_bfloat16")
+    assert code == 0, err
+    assert keras.mixed_precision.global_policy().name == "float32"  # the process-wide policy is put back
+    metrics = json.loads((work / "model" / "metrics.json").read_text())
+    assert metrics["params"]["precision"] == "mixed_bfloat16" and metrics["accuracy"] >= 0.8
+    model = keras.models.load_model(work / "model" / "model.keras", compile=False)
+    def layers(m: Any) -> Iterator[Any]:
+        for layer in m.layers:
+            yield layer
+            yield from layers(layer) if hasattr(layer, "layers") else ()
+
+    policies = {layer.dtype_policy.name for layer in layers(model)}
+    assert policies == {"float32"}, policies
+    # The float32 copy scores the test split as the trained model did (bf16 rounding aside).
+    with (work / "model" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    with (work / "manifest.csv").open() as f:
+        files = {r["key"]: r["file"] for r in csv.DictReader(f)}
+    x = np.stack([np.asarray(Image.open(work / files[r["key"]]).convert("L"))[:, :, None] for r in rows]).astype(np.float32)
+    probs = keras.ops.convert_to_numpy(model(x, training=False))
+    agree = np.mean([LABELS[i] == r["predicted"] for i, r in zip(probs.argmax(axis=1), rows, strict=True)])
+    assert agree >= 0.9, agree
