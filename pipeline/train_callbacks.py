@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+from tqdm import tqdm
 
 from pipeline.images import atomic_write
 
@@ -112,17 +113,31 @@ class Resume(keras.callbacks.Callback):
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One INFO line per epoch (Keras' own progress bar is off: it would flood the pipeline's output)."""
+    """A tqdm bar over each epoch's batches, then one INFO line per epoch (Keras' own progress
+    output is off: it would flood the pipeline's log)."""
 
     def __init__(self, total: int) -> None:
         super().__init__()
         self.total = total
         self.t0 = 0.0
+        self.bar: tqdm | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.t0 = time.monotonic()
+        self.bar = tqdm(total=self.params.get("steps"), desc=f"training {epoch + 1}/{self.total}", unit="batch",
+                        leave=False, dynamic_ncols=True, mininterval=1.0)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.on_train_end()
         g = (logs or {}).get
         log.info("train: epoch %d/%d  loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2g  (%.1fs)",
                  epoch + 1, self.total, g("loss", float("nan")), g("accuracy", float("nan")), g("val_loss", float("nan")),

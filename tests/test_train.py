@@ -283,6 +283,7 @@ def test_training_killed_with_sigkill_resumes_from_the_last_epoch_with_a_raised_
     assert f"resuming after epoch {saved} of 14" in second.stderr
     ran = [line for line in second.stderr.splitlines() if "train: epoch " in line]
     assert len(ran) == 14 - saved and f"epoch {saved + 1}/14" in ran[0]
+    assert f"training {saved + 1}/14" in second.stderr  # the per-epoch progress bar
     with (work / "model" / "history.csv").open() as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 15))
     metrics = json.loads((work / "model" / "metrics.json").read_text())
