@@ -215,19 +215,20 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
                                            save_best_only=True)
     resume = cb.Resume(backup, out, fp, state, early, plateau, best)
     callbacks = [c for c in (early, plateau, best) if c is not None] + [resume, cb.EpochLog(params.epochs)]
-    if not (resume.state["stopped"] or start >= params.epochs):
+    if not (resume.state.get("stopped") or start >= params.epochs):
         model.fit(data(p.by_split["train"], True), validation_data=data(p.by_split["val"], False), epochs=params.epochs,
                   initial_epoch=start, class_weight=weights, callbacks=callbacks, verbose=0, shuffle=False)
     st = resume.state
     if st["best_file"] and (backup / st["best_file"]).is_file():
         model = keras.models.load_model(backup / st["best_file"], compile=False)
+    model = float32_copy(model, keras)  # what is scored is what is saved, whatever the training precision
     best_epoch = int(st["best_file"][5:8]) if st["best_file"] else st["epoch"]
 
     metrics = evaluate(model, p.by_split, labels, shape, params, out)
     metrics.update({
         "model": params.model, "input_shape": list(shape), "labels": labels, "split_from": p.origin, "counts": p.counts,
         "class_weights": {labels[i]: w for i, w in weights.items()} if weights else None,
-        "epochs_run": st["epoch"], "best_epoch": best_epoch, "stopped_early": bool(st["stopped"]),
+        "epochs_run": st["epoch"], "best_epoch": best_epoch, "stopped_early": bool(st.get("stopped")),
         "params": {k: v for k, v in asdict(params).items() if k != "threads"},
     })
     write_artifacts(model, keras, out, labels, st["history"], metrics)
@@ -298,12 +299,11 @@ def float32_copy(model: Any, keras: Any) -> Any:
 
 def write_artifacts(model: Any, keras: Any, out: Path, labels: list[str], history: list[dict[str, Any]],
                     metrics: dict[str, Any]) -> None:
-    """model.keras (no optimizer state), labels.json, history.csv, curves.png, confusion.png, metrics.json."""
+    """model.keras (*model*: a ``float32_copy``), labels.json, history.csv, curves.png, confusion.png, metrics.json."""
     from pipeline import train_callbacks as cb
 
-    plain = float32_copy(model, keras)
     tmp = out / ".model-tmp.keras"
-    plain.save(tmp)
+    model.save(tmp)
     os.replace(tmp, out / "model.keras")
     atomic_write(out / "labels.json", (json.dumps(labels, ensure_ascii=False) + "\n").encode())
     atomic_write(out / "history.csv", cb.history_csv(history))

@@ -323,7 +323,7 @@ def test_mixed_bfloat16_training_learns_and_saves_a_float32_model(trained: Path,
 
     policies = {layer.dtype_policy.name for layer in layers(model)}
     assert policies == {"float32"}, policies
-    # The float32 copy scores the test split as the trained model did (bf16 rounding aside).
+    # metrics.json and predictions.csv score the saved float32 model: reloaded, it predicts the same labels.
     with (work / "model" / "predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
     with (work / "manifest.csv").open() as f:
