@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import joblib
-from tqdm import tqdm
+
+from pipeline import progress
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,7 +70,7 @@ def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, backend: str, workers
     if not tasks:
         return
     sizes = sizes if sizes is not None else [1] * len(tasks)
-    bar = tqdm(total=sum(sizes), desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
+    bar = progress.bar(sum(sizes), desc, "img")
     try:
         if backend == "sequential":
             for task, n in zip(tasks, sizes, strict=True):

@@ -21,6 +21,7 @@ from typing import Any
 import keras
 from tqdm import tqdm
 
+from pipeline import progress
 from pipeline.images import atomic_write
 
 log = logging.getLogger("pipeline.training")
@@ -124,8 +125,7 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.t0 = time.monotonic()
-        self.bar = tqdm(total=self.params.get("steps"), desc=f"training {epoch + 1}/{self.total}", unit="batch",
-                        leave=False, dynamic_ncols=True, mininterval=1.0)
+        self.bar = progress.bar(self.params.get("steps"), f"training {epoch + 1}/{self.total}", "batch", leave=False)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.bar is not None:
