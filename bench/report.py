@@ -41,21 +41,6 @@ def _jpeg(seed: int, side: int) -> bytes:
     return buf.getvalue()
 
 
-def _stand_in_dedup() -> None:
-    """Register a dataset-only 'dedup' when the real stage is not installed (it is never run here)."""
-    import stages  # noqa: F401
-    from stages.base import STAGES, Stage, register
-
-    if "dedup" not in STAGES:
-        @register
-        class Dedup(Stage):
-            name = "dedup"
-            columns = ("dup_group",)
-
-            def run(self, records, work):  # type: ignore[no-untyped-def]
-                raise NotImplementedError
-
-
 def synth_workspace(work: Path, n: int, seed: int = 0) -> dict[str, int]:
     """Write a finished-looking workspace of *n* items; returns counts of what was made."""
     from manifests.store import Store, dumps
@@ -63,7 +48,6 @@ def synth_workspace(work: Path, n: int, seed: int = 0) -> dict[str, int]:
     from pipeline.report import thumb_path
     from stages.base import STAGES
 
-    _stand_in_dedup()
     rng = random.Random(seed)
     store = Store(work)
     face, thumb = _jpeg(seed, 96), _jpeg(seed + 1, 120)

@@ -164,7 +164,7 @@ def test_tiny_run_learns_and_writes_every_artifact(trained: Path) -> None:
     assert metrics["counts"]["train"] == {lab: 48 for lab in LABELS}
     assert metrics["counts"]["test"] == {lab: 6 for lab in LABELS}
     assert set(metrics["per_class"]) == set(LABELS) and "fallback" in metrics["split_from"]
-    assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] == 8
+    assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] == 8 and metrics["stopped_early"] is False
 
     labels = json.loads((model_dir / "labels.json").read_text())
     assert labels == LABELS
