@@ -5,7 +5,8 @@
 Scores (stages.quality.scores, as the stage computes them) of: the 28,709 FER2013 train faces
 (48x48 gray, scored whole: no crop); the 50 shared photos (faces/presence, faces/groups) reduced
 to 256 px as the stage does without crop; the 64 faces cut from them (bench.dedup's boxes, 20%
-margin) as the crop stage hands them on. Printed: percentiles of every score per set, what the
+margin) as the crop stage hands them on; and those cuts shrunk to 16 px and enlarged back (bilinear),
+as upscaled thumbnails are, to show what ``detail_px`` reads on them. Printed: percentiles of every score per set, what the
 default thresholds reject per set and reason, and the thresholds' margins to the real images.
 Cost: ms per image of the per-item step against decoding alone (the baseline), same images.
 """
@@ -28,13 +29,28 @@ from pipeline.images import Decoded
 from stages.base import Context, Item
 from stages.quality import CHECKS, Quality, QualityParams, scores
 
-SCORES = ("sharpness", "bright_p5", "bright_p95", "brightness", "contrast", "entropy", "chroma")
+SCORES = ("sharpness", "bright_p5", "bright_p95", "brightness", "contrast", "entropy", "chroma", "face_px", "detail_px")
 PCTS = (0.1, 1, 5, 50, 95, 99.9)
 
 
 def fer(shared: Path) -> list[tuple[str, bytes]]:
     with zipfile.ZipFile(shared / "fer2013" / "train.zip") as z:
         return [(m, z.read(m)) for m in sorted(z.namelist()) if m.endswith(".jpg")]
+
+
+def enlarged(images: list[tuple[str, bytes]], side: int = 16) -> list[tuple[str, bytes]]:
+    """*images* shrunk to *side* px on the shorter side and enlarged back to their size (JPEG q95)."""
+    import cv2
+
+    out = []
+    for k, data in images:
+        a = Decoded.from_bytes(data).full()
+        h, w = a.shape[:2]
+        s = side / min(h, w)
+        small = cv2.resize(a, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        _, buf = cv2.imencode(".jpg", cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        out.append((k, buf.tobytes()))
+    return out
 
 
 def decide(metrics: list[dict[str, Any]], p: QualityParams) -> Counter[str]:
@@ -54,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.dedup import units
 
     sets = {"fer2013 train": fer(args.shared), **{k: v for k, v in units(args.shared).items()}}
+    sets["faces enlarged from 16 px"] = enlarged(sets["faces"])
     stage = Quality()
     p = QualityParams()
     print("defaults: " + ", ".join(f"{c.param}={getattr(p, c.param)}" for c in CHECKS))
@@ -66,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             decoded.append(d)
         t_decode = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if name == "faces":  # handed on by crop: the cut itself is the view
+        if name.startswith("faces"):  # handed on by crop: the cut itself is the view
             metrics = [dict(stage.process(Item(k, "", ""), d, Context(Path("."), d.full())).metrics) for (k, _), d in zip(images, decoded, strict=True)]
         else:
             metrics = [dict(stage.process(Item(k, "", ""), d, Context(Path("."))).metrics) for (k, _), d in zip(images, decoded, strict=True)]

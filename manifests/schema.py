@@ -23,6 +23,7 @@ REASONS: dict[str, str] = {
     "too_bright": "too bright",
     "low_contrast": "contrast below the threshold",
     "profile_pose": "head turned too far from frontal",
+    "low_detail": "the face holds less detail than the minimum (an enlarged or smoothed image)",
     "duplicate": "a duplicate of a kept image",
     "label_conflict": "duplicates that carry different labels",
     "annotator_disagreement": "no majority among the annotators",

@@ -5,8 +5,9 @@ Per item, on the face crop the crop stage handed on (else on the whole image red
 so that it compares across image sizes), brightness (5th and 95th percentiles and mean of the gray
 levels), contrast (standard deviation of the gray levels), entropy (bits of the gray histogram),
 face size (the crop's box, or the image when crop did not run: a folder of face crops), chroma
-(mean difference between colour channels: 0 for grayscale) and a yaw estimate from five facial
-landmarks when the crop stage stored them.
+(mean difference between colour channels: 0 for grayscale), detail (how many px across the face
+really holds: an upscaled thumbnail has far fewer than its pixel size) and a yaw estimate from five
+facial landmarks when the crop stage stored them.
 
 The dataset step applies thresholds to the stored scores only; each threshold is a number, a
 percentile of that score over the run (``p5``) or ``off``. Changing one re-decides, never re-scores.
@@ -38,6 +39,12 @@ SHARP_SIDE = 128
 #: Nose depth in front of the eye/mouth plane over half the eye/mouth width, for an average adult
 #: head (about 26 mm over 28 mm); turns the nose's offset from the face midline into a yaw angle.
 NOSE_DEPTH = 0.93
+#: Detail ladder: fractions of the side an image is shrunk to and enlarged back from.
+DETAIL_STEPS = (1 / 16, 1 / 12, 1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)
+#: An image holds no more detail than the smallest step whose round trip changes it by at most this
+#: mean absolute difference over its contrast (standard deviation). Sharp 48 px face cuts lose 0.07-0.10
+#: at 2/3 and about 0.2 at 1/3; the same cuts enlarged from 16 px lose 0.05 at 1/3 (BENCHMARKS.md).
+DETAIL_LOSS = 0.06
 
 
 def _threshold(help_: str, default: str) -> Any:
@@ -55,6 +62,8 @@ class QualityParams(Params):
     min_contrast: str = _threshold("low_contrast below this standard deviation of the gray levels", "8")
     min_face: str = _threshold("face_too_small when the face (or the image) is below this many px on its shorter side", "32")
     max_yaw: str = _threshold("profile_pose when the estimated head yaw exceeds this many degrees", "50")
+    min_detail: str = _threshold("low_detail when the face holds detail for fewer than this many px across (upscaled or "
+                                 "smoothed images)", "off")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -93,6 +102,7 @@ CHECKS = (
     Check("low_contrast", "min_contrast", "contrast", True, "contrast"),
     Check("blurry", "min_sharpness", "sharpness", True, "sharpness"),
     Check("face_too_small", "min_face", "face_px", True, "face"),
+    Check("low_detail", "min_detail", "detail_px", True, "detail px"),
     Check("profile_pose", "max_yaw", "abs_yaw", False, "yaw"),
 )
 
@@ -121,7 +131,42 @@ def scores(pixels: np.ndarray) -> dict[str, float]:
         "contrast": round(float(gray.std()), 2),
         "entropy": round(max(0.0, float(-(p * np.log2(p)).sum())), 3),  # max: no -0.0
         "chroma": round(chroma, 2),
+        "detail": round(detail(small), 4),
     }
+
+
+def detail(gray: np.ndarray) -> float:
+    """Fraction of its side a float32 gray image really resolves (1.0: all of it).
+
+    The smallest ``DETAIL_STEPS`` fraction the image can be shrunk to (area) and enlarged back from
+    (cubic) while changing by at most ``DETAIL_LOSS`` of its contrast; steps below 4 px are not tried.
+    A flat image has no detail to measure and counts as full.
+    """
+    h, w = gray.shape[:2]
+    sd = float(gray.std())
+    if sd < 1:
+        return 1.0
+    for f in DETAIL_STEPS:
+        sw, sh = round(w * f), round(h * f)
+        if min(sw, sh) < 4:
+            continue
+        back = cv2.resize(cv2.resize(gray, (sw, sh), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_CUBIC)
+        if float(np.abs(gray - back).mean()) <= DETAIL_LOSS * sd:
+            return f
+    return 1.0
+
+
+def detail_px(fraction: float, shape: tuple[int, ...], face_px: int) -> int:
+    """Px of detail across the face: what an image enlarged from that many px would show.
+
+    *fraction* is ``detail`` of the scored pixels (*shape*), measured with the longer side at most
+    ``SHARP_SIDE``; a face resolved at that size is credited with its full *face_px*.
+    """
+    h, w = shape[:2]
+    if fraction >= 1:
+        return int(face_px)
+    side = min(h, w) * min(1.0, SHARP_SIDE / max(h, w))
+    return round(min(face_px, fraction * side))
 
 
 def yaw_from_landmarks(points: Any) -> float | None:
@@ -161,8 +206,8 @@ def yaw_from_landmarks(points: Any) -> float | None:
 class Quality(Stage):
     name = "quality"
     Params = QualityParams
-    columns = ("sharpness", "brightness", "contrast", "entropy", "face_px", "yaw")
-    version = 1
+    columns = ("sharpness", "brightness", "contrast", "entropy", "face_px", "detail_px", "yaw")
+    version = 2
 
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome:
         crop = ctx.upstream.get("crop")
@@ -173,6 +218,7 @@ class Quality(Stage):
         else:
             pixels, face = image.at_most(SIDE), image.size
         metrics: dict[str, Any] = {**scores(pixels), "face_px": min(face)}
+        metrics["detail_px"] = detail_px(metrics["detail"], pixels.shape[:2], min(face))
         yaw = yaw_from_landmarks(cm["landmarks"]) if cm.get("landmarks") is not None else None
         if yaw is not None:
             metrics["yaw"] = yaw
@@ -180,6 +226,7 @@ class Quality(Stage):
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
         limits = self.thresholds(records)
+        warn_enlarged(records)
         counts = dict.fromkeys(limits, 0)
         for r in sorted(records, key=lambda r: r["key"]):
             failed = []
@@ -214,6 +261,18 @@ class Quality(Stage):
                 log.info("quality: %s %s over %d images = %g", c.param, getattr(self.params, c.param), len(values), x)
             out[c.reason] = x
         return out
+
+
+def warn_enlarged(records: list[dict[str, Any]]) -> None:
+    """Warn when the typical image holds under half the detail its size suggests (enlarged copies)."""
+    pairs = [(d, f) for r in records if (d := _score(r["metrics"], "detail_px")) is not None and (f := _score(r["metrics"], "face_px"))]
+    if not pairs:
+        return
+    detail_med, face_med = (float(np.median(v)) for v in zip(*pairs, strict=True))
+    if detail_med < 0.5 * face_med:
+        log.warning("quality: the median image holds about %g px of detail across a %g px face: most images look enlarged "
+                    "from smaller ones (or smoothed), and accuracy published for sharp copies of this data will not "
+                    "transfer; --quality-min-detail N rejects the images below N px", detail_med, face_med)
 
 
 def _score(m: Mapping[str, Any], name: str) -> float | None:

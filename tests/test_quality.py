@@ -1,6 +1,6 @@
 """quality: black, blank, flat, dark and blurred images rejected with the right reasons, real photos
 kept; thresholds (absolute, percentile, median-relative) re-decided without re-scoring; pose from
-real MTCNN landmarks."""
+real MTCNN landmarks; detail reads the size an enlarged image came from."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.quality import QualityParams, parse_threshold, scores, yaw_from_landmarks
+from stages.quality import QualityParams, detail, detail_px, parse_threshold, scores, yaw_from_landmarks
 
 REAL = ("fr_obama.jpg", "dl_tom_cruise.jpg", "fp_kate_siegel.jpg", "fr_obama1.jpg", "sk_astronaut.png", "mt_ivan.jpg")
 
@@ -107,6 +107,54 @@ def test_scores_of_real_fer_faces_and_synthetic_extremes(shared: Path) -> None:
     assert scores(big)["brightness"] == pytest.approx(s["brightness"], abs=1)
     black = scores(np.zeros((64, 64, 3), np.uint8))
     assert black["bright_p95"] == 0 and black["contrast"] == 0 and black["entropy"] == 0
+
+
+def enlarge(a: np.ndarray, side: int) -> np.ndarray:
+    """*a* shrunk to *side* px on its shorter side and enlarged back to its own size (bilinear)."""
+    h, w = a.shape[:2]
+    s = side / min(h, w)
+    small = cv2.resize(a, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def obama_face(shared: Path, side: int) -> np.ndarray:
+    """The face of fr_obama.jpg (a real photo), gray, *side* px square."""
+    gray = np.asarray(Image.open(shared / "faces" / "presence" / "fr_obama.jpg").convert("L"))
+    h, w = gray.shape
+    cut = gray[h // 8: h // 8 + w * 3 // 4, w // 8: w * 7 // 8]
+    return cv2.resize(cut, (side, side), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("side", [48, 96])
+def test_detail_reads_the_size_an_image_was_enlarged_from(shared: Path, side: int) -> None:
+    face = obama_face(shared, side)
+    assert detail_px(scores(face)["detail"], face.shape, side) >= side * 2 // 3  # a sharp face resolves (nearly) all of it
+    for small in (12, 16, 24):
+        got = detail_px(scores(enlarge(face, small))["detail"], face.shape, side)
+        assert small * 0.75 <= got <= small * 1.5, (side, small, got)
+    assert detail(np.full((48, 48), 128, np.float32)) == 1.0  # flat: nothing to measure, never rejected for it
+    # A view enlarged from a small face resolves at most the face; one shrunk from a large face stands for all of it.
+    assert detail_px(1.0, (224, 224), 30) == 30
+    assert detail_px(1.0, (128, 128), 400) == 400
+    assert detail_px(0.25, (256, 256), 400) == 32
+
+
+def test_low_detail_check_rejects_enlarged_images_and_warns(shared: Path, tmp_path: Path, cli, caplog) -> None:
+    d = tmp_path / "in" / "happy"
+    d.mkdir(parents=True)
+    face = obama_face(shared, 96)
+    Image.fromarray(face).save(d / "sharp.png")
+    for n in range(3):
+        Image.fromarray(enlarge(np.roll(face, 4 * n, axis=1), 16)).save(d / f"enlarged{n}.png")
+    code, out, _ = cli("run", "--input", tmp_path / "in", "--out", tmp_path / "w", "--stages", "quality", "--workers", "1",
+                       "--quality-min-detail", "32")
+    assert code == 0, out
+    rejected = rows(tmp_path / "w" / "reports" / "rejected.csv")
+    assert sorted(rejected) == [f"happy/enlarged{n}.png" for n in range(3)]
+    assert {r["reason"] for r in rejected.values()} == {"low_detail"}
+    assert rejected["happy/enlarged0.png"]["detail"].startswith("low_detail: detail px ")
+    assert int(rows(tmp_path / "w" / "manifest.csv")["happy/sharp.png"]["detail_px"]) >= 64
+    assert "look enlarged" in caplog.text  # three of four images enlarged: the run's median says so
 
 
 def test_yaw_from_landmarks_geometry() -> None:
