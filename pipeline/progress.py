@@ -11,5 +11,7 @@ from tqdm import tqdm
 def bar(total: int | None, desc: str, unit: str, **kw: Any) -> tqdm:
     """A bar for long work; redirected output (logs of long runs) gets sparse updates, not a flood."""
     live = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5 if live else 30.0,
+    every = 0.5 if live else 30.0
+    # maxinterval too: tqdm's monitor thread otherwise forces a redraw every 10 s whatever mininterval says.
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=every, maxinterval=max(every, 10.0),
                 smoothing=0.1, **kw)
