@@ -225,3 +225,26 @@ def dataset(items: Sequence[Sample], labels: Sequence[str], shape: tuple[int, in
     ds = ds.batch(batch).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
+
+
+def input_detail(items: Sequence[Sample], seed: int = 0, n: int = 256) -> tuple[int, int] | None:
+    """(median px of detail across, median shorter side) of up to *n* of *items*, as the quality stage
+    reads an uncropped image (``stages.quality``); None without items. An image enlarged from 12 px
+    reads about 12 whatever its size."""
+    from pipeline.images import Decoded, DecodeError
+    from pipeline.sources.tree import read_bytes
+    from stages.quality import SIDE, detail_px, scores
+
+    chosen = sorted(items, key=lambda s: (key_hash(s.key, seed), s.key))[:n]
+    found, sides = [], []
+    for s in chosen:
+        path, member, data = s.source or (s.path, "", b"")
+        img = Decoded(lambda path=path, member=member, data=data: data or read_bytes(path, member))
+        try:
+            pixels = img.at_most(SIDE)
+        except DecodeError:  # an unreadable image fails training later, with its name
+            continue
+        side = min(img.size)
+        found.append(detail_px(scores(pixels)["detail"], pixels.shape[:2], side))
+        sides.append(side)
+    return (int(np.median(found)), int(np.median(sides))) if found else None

@@ -8,7 +8,7 @@ WORK`` (records from WORK/manifest.csv). WORK/model/ gets:
     history.csv     per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate
     curves.png      loss and accuracy, train vs val
     confusion.png   confusion matrix on the test split (val when there is none)
-    metrics.json    accuracy, macro-F1, per-class precision/recall/F1, counts (deterministic: no timings)
+    metrics.json    accuracy, macro-F1, per-class precision/recall/F1, counts, the inputs' detail (deterministic: no timings)
     predictions.csv the evaluated split: key, label, predicted, probability
     backup/         resume point while training runs (removed when done)
 """
@@ -207,6 +207,11 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     def data(items: list[train_data.Sample], shuffle: bool) -> Any:
         return train_data.dataset(items, labels, shape, batch=params.batch_size, shuffle=shuffle, seed=params.seed + start)
 
+    detail = train_data.input_detail(p.by_split["train"], params.seed)
+    if detail is not None and detail[0] < detail[1] / 2:
+        log.warning("train: the training images resolve about %d px across at a size of %d px (medians of a sample): they look "
+                    "enlarged from smaller images or smoothed, and accuracy published for sharp copies of this data will not "
+                    "transfer", *detail)
     early = keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=params.patience,
                                           restore_best_weights=True) if params.patience else None
     plateau = keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=params.lr_patience,
@@ -226,7 +231,8 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
 
     metrics = evaluate(model, p.by_split, labels, shape, params, out)
     metrics.update({
-        "model": params.model, "input_shape": list(shape), "labels": labels, "split_from": p.origin, "counts": p.counts,
+        "model": params.model, "input_shape": list(shape), "input_detail_px": detail[0] if detail else None,
+        "labels": labels, "split_from": p.origin, "counts": p.counts,
         "class_weights": {labels[i]: w for i, w in weights.items()} if weights else None,
         "epochs_run": st["epoch"], "best_epoch": best_epoch, "stopped_early": bool(st.get("stopped")),
         "params": {k: v for k, v in asdict(params).items() if k != "threads"},

@@ -154,6 +154,26 @@ def test_every_train_and_predict_option_has_help() -> None:
 
 
 @pytest.mark.slow
+def test_input_detail_tells_enlarged_training_images_from_sharp_ones(shared: Path, tmp_path: Path) -> None:
+    import cv2
+
+    sharp, enlarged = [], []
+    for i, f in enumerate(sorted((shared / "faces" / "presence").glob("fr_*.jpg"))):
+        a = np.asarray(Image.open(f).convert("RGB"))
+        h, w = a.shape[:2]
+        s = 24 / min(h, w)
+        small = cv2.resize(a, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        Image.fromarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)).save(tmp_path / f"{i}.png")
+        sharp.append(train_data.Sample(f.name, "x", "train", path=str(f)))
+        enlarged.append(train_data.Sample(f.name, "x", "train", path=str(tmp_path / f"{i}.png")))
+    assert len(sharp) >= 3
+    detail, side = train_data.input_detail(sharp)
+    assert detail >= side / 2
+    detail, side = train_data.input_detail(enlarged)
+    assert 16 <= detail <= 40 and side >= 200  # read as what they were enlarged from, not their size
+    assert train_data.input_detail([]) is None
+
+
 def test_tiny_run_learns_and_writes_every_artifact(trained: Path) -> None:
     import keras
 
@@ -165,6 +185,7 @@ def test_tiny_run_learns_and_writes_every_artifact(trained: Path) -> None:
     assert metrics["counts"]["test"] == {lab: 6 for lab in LABELS}
     assert set(metrics["per_class"]) == set(LABELS) and "fallback" in metrics["split_from"]
     assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] == 8 and metrics["stopped_early"] is False
+    assert metrics["input_detail_px"] >= 24  # sharp 48 px patterns: no "enlarged images" warning
 
     labels = json.loads((model_dir / "labels.json").read_text())
     assert labels == LABELS
