@@ -228,12 +228,12 @@ def dataset(items: Sequence[Sample], labels: Sequence[str], shape: tuple[int, in
 
 
 def input_detail(items: Sequence[Sample], seed: int = 0, n: int = 256) -> tuple[int, int] | None:
-    """(median px of detail across, median shorter side) of up to *n* of *items*, as the quality stage
-    reads an uncropped image (``stages.quality``); None without items. An image enlarged from 12 px
-    reads about 12 whatever its size."""
+    """(median px of detail across, median shorter side) of up to *n* of *items*, read as the quality
+    stage reads an uncropped image (``stages.quality.face_detail``); None without items. Logs a
+    warning when the detail is under half the size: an image enlarged from 12 px reads about 12."""
     from pipeline.images import Decoded, DecodeError
     from pipeline.sources.tree import read_bytes
-    from stages.quality import SIDE, detail_px, scores
+    from stages.quality import SIDE, face_detail
 
     chosen = sorted(items, key=lambda s: (key_hash(s.key, seed), s.key))[:n]
     found, sides = [], []
@@ -244,7 +244,13 @@ def input_detail(items: Sequence[Sample], seed: int = 0, n: int = 256) -> tuple[
             pixels = img.at_most(SIDE)
         except DecodeError:  # an unreadable image fails training later, with its name
             continue
-        side = min(img.size)
-        found.append(detail_px(scores(pixels)["detail"], pixels.shape[:2], side))
-        sides.append(side)
-    return (int(np.median(found)), int(np.median(sides))) if found else None
+        found.append(face_detail(pixels, min(img.size)))
+        sides.append(min(img.size))
+    if not found:
+        return None
+    detail, side = int(np.median(found)), int(np.median(sides))
+    if detail < side / 2:
+        log.warning("train: the training images resolve about %d px across at a size of %d px (medians of a sample): they look "
+                    "enlarged from smaller images or smoothed, and accuracy published for sharp copies of this data will not "
+                    "transfer", detail, side)
+    return detail, side

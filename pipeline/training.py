@@ -207,11 +207,7 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     def data(items: list[train_data.Sample], shuffle: bool) -> Any:
         return train_data.dataset(items, labels, shape, batch=params.batch_size, shuffle=shuffle, seed=params.seed + start)
 
-    detail = train_data.input_detail(p.by_split["train"], params.seed)
-    if detail is not None and detail[0] < detail[1] / 2:
-        log.warning("train: the training images resolve about %d px across at a size of %d px (medians of a sample): they look "
-                    "enlarged from smaller images or smoothed, and accuracy published for sharp copies of this data will not "
-                    "transfer", *detail)
+    detail = train_data.input_detail(p.by_split["train"], params.seed)  # warns about enlarged images
     early = keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=params.patience,
                                           restore_best_weights=True) if params.patience else None
     plateau = keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=params.lr_patience,

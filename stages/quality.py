@@ -110,12 +110,7 @@ CHECKS = (
 def scores(pixels: np.ndarray) -> dict[str, float]:
     """Image scores of an HxW or HxWx3 uint8 image (see the module doc)."""
     gray = to_gray(pixels)
-    h, w = gray.shape[:2]
-    small = gray.astype(np.float32)
-    s = SHARP_SIDE / max(h, w)
-    if s < 1:  # never upscaled: interpolation invents no detail, it would only measure itself
-        small = cv2.resize(small, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    sharp = float(cv2.Laplacian(small, cv2.CV_32F).var())
+    sharp = float(cv2.Laplacian(_at_sharp_side(gray), cv2.CV_32F).var())
     hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
     cdf = np.cumsum(hist) / hist.sum()
     p = hist[hist > 0] / hist.sum()
@@ -131,8 +126,24 @@ def scores(pixels: np.ndarray) -> dict[str, float]:
         "contrast": round(float(gray.std()), 2),
         "entropy": round(max(0.0, float(-(p * np.log2(p)).sum())), 3),  # max: no -0.0
         "chroma": round(chroma, 2),
-        "detail": round(detail(small), 4),
     }
+
+
+def _at_sharp_side(gray: np.ndarray) -> np.ndarray:
+    """float32 *gray* with the longer side at most ``SHARP_SIDE``; never upscaled (interpolation
+    invents no detail, a score would only measure the interpolation)."""
+    h, w = gray.shape[:2]
+    small = gray.astype(np.float32)
+    s = SHARP_SIDE / max(h, w)
+    if s < 1:
+        small = cv2.resize(small, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return small
+
+
+def face_detail(pixels: np.ndarray, face_px: int) -> int:
+    """``detail_px`` of *pixels* (HxW or HxWx3 uint8) showing a face *face_px* px across."""
+    small = _at_sharp_side(to_gray(pixels))
+    return detail_px(detail(small), small.shape[:2], face_px)
 
 
 def detail(gray: np.ndarray) -> float:
@@ -164,14 +175,12 @@ def detail(gray: np.ndarray) -> float:
 def detail_px(fraction: float, shape: tuple[int, ...], face_px: int) -> int:
     """Px of detail across the face: what an image enlarged from that many px would show.
 
-    *fraction* is ``detail`` of the scored pixels (*shape*), measured with the longer side at most
-    ``SHARP_SIDE``; a face resolved at that size is credited with its full *face_px*.
+    *fraction* is ``detail`` of an image of *shape* (longer side at most ``SHARP_SIDE``) showing the
+    face; a face resolved at that size is credited with its full *face_px*.
     """
-    h, w = shape[:2]
     if fraction >= 1:
         return int(face_px)
-    side = min(h, w) * min(1.0, SHARP_SIDE / max(h, w))
-    return round(min(face_px, fraction * side))
+    return round(min(face_px, fraction * min(shape[:2])))
 
 
 def yaw_from_landmarks(points: Any) -> float | None:
@@ -222,8 +231,7 @@ class Quality(Stage):
             face = (int(cm.get("box_w", pixels.shape[1])), int(cm.get("box_h", pixels.shape[0])))
         else:
             pixels, face = image.at_most(SIDE), image.size
-        metrics: dict[str, Any] = {**scores(pixels), "face_px": min(face)}
-        metrics["detail_px"] = detail_px(metrics["detail"], pixels.shape[:2], min(face))
+        metrics: dict[str, Any] = {**scores(pixels), "face_px": min(face), "detail_px": face_detail(pixels, min(face))}
         yaw = yaw_from_landmarks(cm["landmarks"]) if cm.get("landmarks") is not None else None
         if yaw is not None:
             metrics["yaw"] = yaw

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.quality import QualityParams, detail, detail_px, parse_threshold, scores, yaw_from_landmarks
+from stages.quality import QualityParams, detail, detail_px, face_detail, parse_threshold, scores, yaw_from_landmarks
 
 REAL = ("fr_obama.jpg", "dl_tom_cruise.jpg", "fp_kate_siegel.jpg", "fr_obama1.jpg", "sk_astronaut.png", "mt_ivan.jpg")
 
@@ -125,18 +125,18 @@ def obama_face(shared: Path, side: int) -> np.ndarray:
     return cv2.resize(cut, (side, side), interpolation=cv2.INTER_AREA)
 
 
-@pytest.mark.parametrize("side", [48, 96])
+@pytest.mark.parametrize("side", [48, 96, 256])  # 256: measured at 128 px
 def test_detail_reads_the_size_an_image_was_enlarged_from(shared: Path, side: int) -> None:
     face = obama_face(shared, side)
-    assert detail_px(scores(face)["detail"], face.shape, side) >= side * 2 // 3  # a sharp face resolves (nearly) all of it
+    assert face_detail(face, side) >= side * 2 // 3  # a sharp face resolves (nearly) all of it
     for small in (12, 16, 24):
-        got = detail_px(scores(enlarge(face, small))["detail"], face.shape, side)
+        got = face_detail(enlarge(face, small), side)
         assert small * 0.75 <= got <= small * 1.5, (side, small, got)
     assert detail(np.full((48, 48), 128, np.float32)) == 1.0  # flat: nothing to measure, never rejected for it
     # A view enlarged from a small face resolves at most the face; one shrunk from a large face stands for all of it.
     assert detail_px(1.0, (224, 224), 30) == 30
     assert detail_px(1.0, (128, 128), 400) == 400
-    assert detail_px(0.25, (256, 256), 400) == 32
+    assert detail_px(0.25, (128, 128), 400) == 32  # a quarter of the 128 px measured
 
 
 def test_low_detail_check_rejects_enlarged_images_and_warns(shared: Path, tmp_path: Path, cli, caplog) -> None:

@@ -154,7 +154,7 @@ def test_every_train_and_predict_option_has_help() -> None:
 
 
 @pytest.mark.slow
-def test_input_detail_tells_enlarged_training_images_from_sharp_ones(shared: Path, tmp_path: Path) -> None:
+def test_input_detail_tells_enlarged_training_images_from_sharp_ones(shared: Path, tmp_path: Path, caplog) -> None:
     import cv2
 
     sharp, enlarged = [], []
@@ -168,9 +168,10 @@ def test_input_detail_tells_enlarged_training_images_from_sharp_ones(shared: Pat
         enlarged.append(train_data.Sample(f.name, "x", "train", path=str(tmp_path / f"{i}.png")))
     assert len(sharp) >= 3
     detail, side = train_data.input_detail(sharp)
-    assert detail >= side / 2
+    assert detail >= side / 2 and "look enlarged" not in caplog.text
     detail, side = train_data.input_detail(enlarged)
     assert 16 <= detail <= 40 and side >= 200  # read as what they were enlarged from, not their size
+    assert "train: the training images resolve about" in caplog.text and "look enlarged" in caplog.text
     assert train_data.input_detail([]) is None
 
 
