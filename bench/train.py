@@ -1,14 +1,16 @@
-"""Training and inference speed of each model on this machine's CPU, at the model's own input size.
+"""Training and inference speed of each model on this machine, at the model's own input size.
 
-    python -m bench.train [--models fer-small,fer-cnn,mobilenetv3] [--precision float32,mixed_bfloat16]
-                          [--batch 64] [--seconds 20] [--threads 0]
+    python -m bench.train [--models fer-vgg,fer-small,fer-cnn,fer-vgg-wide] [--precision float32,mixed_bfloat16]
+                          [--batch 128] [--seconds 20] [--threads 0]
 
-Per model: training images/s through ``model.fit`` (augmentation on, as the recipe trains),
+Runs on whatever Keras backend is configured (``KERAS_BACKEND``; TensorFlow by default).
+Per model: training images/s through ``model.fit`` on the train stage's own input (the
+``train_data.batches`` feeder with its augmentation, the recipe's optimizer and loss),
 inference images/s in batches (``--batch``) and one face at a time (as ``predict`` does per frame),
 and the ratio of each figure to the first model's, measured in the same run. With several
 ``--precision`` policies each model trains under each (the train stage's ``--train-precision``);
 inference is measured in float32 only, since the saved model is always float32. Also the input
-pipeline alone (read + decode + resize of 48x48 JPEG files, first, uncached epoch) for scale.
+pipeline alone (read + decode + resize of 48x48 JPEG files into the training array) for scale.
 Random pixels: speed does not depend on the content.
 """
 
@@ -21,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,43 +38,43 @@ def rate(step: Callable[[], int], seconds: float, warmup: int = 2) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_model(name: str, batch: int, seconds: float, precision: str = "float32") -> dict[str, float]:
+def bench_model(name: str, batch: int, seconds: float, precision: str = "float32") -> dict[str, Any]:
     import keras
-    import tensorflow as tf
 
+    from pipeline.train_data import batches
     from stages import models
+    from stages.train import TrainParams
 
     keras.mixed_precision.set_global_policy(precision)
     shape = models.input_shape(name)
-    model = models.build(name, 7, augment=True, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(5e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = models.build(name, 7, seed=0)
+    models.compile_for(model, TrainParams(model=name, batch_size=batch), 100)
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (batch * 4, *shape)).astype(np.float32)
-    y = rng.integers(0, 7, batch * 4).astype(np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat().prefetch(2)
     steps = 4
+    x = rng.integers(0, 256, (batch * steps, *shape), dtype=np.uint8)
+    y = rng.integers(0, 7, batch * steps)
+    feed = batches(x, y, 7, batch=batch, shuffle=True, seed=0, augmented=True)
 
     def train_step() -> int:
-        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        model.fit(feed, epochs=1, verbose=0)
         return steps * batch
 
     train = rate(train_step, seconds, warmup=1)
     keras.mixed_precision.set_global_policy("float32")
     if precision != "float32":
         return {"params": model.count_params(), "shape": shape, "train": train}
-    infer_fn = tf.function(lambda t: model(t, training=False))
-    xb = tf.constant(x[:batch])
-    x1 = tf.constant(x[:1])
-    infer = rate(lambda: (infer_fn(xb).numpy(), batch)[1], seconds / 2)
-    single = rate(lambda: (infer_fn(x1).numpy(), 1)[1], seconds / 2)
+    xb = x[:batch].astype(np.float32)
+    x1 = x[:1].astype(np.float32)
+    infer = rate(lambda: (keras.ops.convert_to_numpy(model(xb, training=False)), batch)[1], seconds / 2)
+    single = rate(lambda: (keras.ops.convert_to_numpy(model(x1, training=False)), 1)[1], seconds / 2)
     return {"params": model.count_params(), "shape": shape, "train": train, "infer": infer, "single": single}
 
 
-def bench_input(seconds: float) -> float:
-    """Input pipeline images/s: 48x48 JPEG files read, decoded, resized (no cache reuse)."""
+def bench_input() -> float:
+    """Input pipeline images/s: 48x48 JPEG files read, decoded and resized into the training array."""
     from PIL import Image
 
-    from pipeline.train_data import Sample, dataset
+    from pipeline.train_data import Sample, load
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,30 +84,26 @@ def bench_input(seconds: float) -> float:
             Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(p, quality=90)
             items.append(Sample(str(i), "a", "train", str(p)))
         t0 = time.perf_counter()
-        n = sum(int(x.shape[0]) for x, _ in dataset(items, ["a"], (48, 48, 1), batch=64, shuffle=True, seed=0))
+        n = len(load(items, (48, 48, 1)))
         return n / (time.perf_counter() - t0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="fer-small,fer-cnn,mobilenetv3", help="comma-separated model names; the first is the baseline")
+    ap.add_argument("--models", default="fer-vgg,fer-small,fer-cnn,fer-vgg-wide", help="comma-separated model names; the first is the baseline")
     ap.add_argument("--precision", default="float32", help="comma-separated Keras policies to train under "
                     "(float32, mixed_bfloat16, mixed_float16)")
-    ap.add_argument("--batch", type=int, default=64, help="batch size for training and batched inference (default: 64)")
+    ap.add_argument("--batch", type=int, default=128, help="batch size for training and batched inference (default: 128)")
     ap.add_argument("--seconds", type=float, default=20.0, help="time spent measuring each training figure (default: 20)")
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow threads per op pool (0: the environment / all cores)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+    from pipeline.training import configure, import_keras
 
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(args.threads, 2))
-    keras.utils.set_random_seed(0)
+    keras = import_keras()
+    configure(keras, args.threads, 0)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    print(f"CPU: {os.cpu_count()} cores, TensorFlow {tf.__version__}, Keras {keras.__version__}, batch {args.batch}", flush=True)
-    print(f"input pipeline (48x48 JPEG files -> tf.data, first epoch): {bench_input(args.seconds):,.0f} img/s", flush=True)
+    print(f"CPU: {os.cpu_count()} cores, Keras {keras.__version__} on {keras.backend.backend()}, batch {args.batch}", flush=True)
+    print(f"input pipeline (48x48 JPEG files -> training array): {bench_input():,.0f} img/s", flush=True)
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     rows = []
     for name in names:

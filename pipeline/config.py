@@ -182,6 +182,11 @@ def _source(table: Mapping[str, Any], flags: Mapping[str, Any]) -> SourceOptions
     return SourceOptions(layout, tuple(sorted(aliases.items())), labels, policy)
 
 
+def stage_params(stage: str, table: Mapping[str, Any]) -> Params:
+    """A stage's parameters from one TOML table (e.g. of WORK/run.toml), defaults for the rest."""
+    return _params(stage, table, {})
+
+
 def _params(stage: str, table: Mapping[str, Any], flags: Mapping[str, Any]) -> Params:
     fields = stage_fields(stage)
     _check_keys(stage, table, {f.name for f, _ in fields})

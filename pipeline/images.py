@@ -224,3 +224,16 @@ def encode_png(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+def model_input(a: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Pixels (HxW gray or HxWx3 RGB uint8) as a model input of *shape* (h, w, c), uint8: gray or
+    RGB as *c* asks, area-averaged when shrinking, bilinear when enlarging. Training and ``predict``
+    both use it, so a model sees at prediction the pixels it was trained on."""
+    import cv2
+
+    h, w, c = shape
+    a = to_gray(a) if c == 1 else to_rgb(a)
+    if a.shape[:2] != (h, w):
+        a = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA if a.shape[0] > h or a.shape[1] > w else cv2.INTER_LINEAR)
+    return a.reshape(h, w, c)

@@ -156,14 +156,15 @@ class Predictor:
 
     def __init__(self, model_dir: Path, detector: str | None, min_face: int) -> None:
         from pipeline.config import ConfigError
-        from pipeline.training import import_tf
+        from pipeline.training import import_keras, quiet_native_stderr
 
         model_file = model_dir if model_dir.suffix == ".keras" else model_dir / "model.keras"
         labels_file = model_file.with_name("labels.json")
         if not model_file.is_file() or not labels_file.is_file():
             raise ConfigError(f"predict: {model_file} and labels.json not found; train first (python -m pipeline train WORK)")
-        _, keras = import_tf()
-        self.model = keras.models.load_model(model_file, compile=False)
+        keras = import_keras()
+        with quiet_native_stderr():
+            self.model = keras.models.load_model(model_file, compile=False)
         self.ops = keras.ops
         self.labels: list[str] = json.loads(labels_file.read_text(encoding="utf-8"))
         self.shape = tuple(int(v) for v in self.model.input_shape[1:])
@@ -197,22 +198,15 @@ class Predictor:
 
     def classify(self, rgb: Any, name: str) -> list[dict[str, Any]]:
         """One dict per face: box (x, y, w, h), score, label, probability, probabilities."""
-        import cv2
         import numpy as np
 
-        from pipeline.images import to_gray, to_rgb
+        from pipeline.images import model_input
         from stages.crop import cut_face
 
         faces = self.faces(rgb, name)
         if not faces:
             return []
-        h, w, c = self.shape
-        batch = []
-        for f in faces:
-            cut = rgb if self.whole else cut_face(rgb, f, self.crop)[0]
-            cut = to_gray(cut) if c == 1 else to_rgb(cut)
-            cut = cv2.resize(cut, (w, h), interpolation=cv2.INTER_AREA if cut.shape[0] > h else cv2.INTER_LINEAR)
-            batch.append(cut.reshape(h, w, c))
+        batch = [model_input(rgb if self.whole else cut_face(rgb, f, self.crop)[0], self.shape) for f in faces]
         probs = self.ops.convert_to_numpy(self.model(np.stack(batch).astype(np.float32), training=False))
         out = []
         for f, p in zip(faces, probs, strict=True):

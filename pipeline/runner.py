@@ -7,6 +7,7 @@ with the same fingerprint is skipped; a changed stage is recomputed with all sta
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from pipeline import executor, report, sources
 from pipeline.config import RunConfig, to_toml
 from pipeline.images import atomic_write
 from pipeline.shard import ShardResult, ShardTask, run_shard
-from stages.base import STAGES, Item, Outcome, Stage, param_dict
+from stages.base import ORDER, STAGES, Item, Outcome, Stage, ordered, param_dict
 
 log = logging.getLogger(__name__)
 INGEST_VERSION = 1
@@ -225,10 +226,43 @@ def dataset_pass(cfg: RunConfig, store: Store, items: list[Item]) -> None:
         log.info("%s: decided %d items (%.1fs)", name, len(outs), time.monotonic() - t0)
 
 
+#: Stages that only decide over what earlier stages kept: asked alone, they build on the stages the
+#: workspace already ran before them instead of starting from the raw input.
+BUILDS_ON_WORKSPACE = ("split", "train")
+
+
+def with_workspace_stages(cfg: RunConfig, store: Store, ingest_fp: str) -> RunConfig:
+    """*cfg* with the stages of the workspace's last run that come before its first stage prepended
+    (their settings from WORK/run.toml), when it starts with a dataset-only stage (split, train).
+
+    ``--stages train`` after ``--stages compress,crop,ocr,split`` trains on the face crops ocr kept,
+    with the stored split, and leaves manifest.csv and dataset/ as they were; without this it would
+    train on every raw input image and rewrite the manifest with them.
+    """
+    first = cfg.stages[0] if cfg.stages else ""
+    toml = cfg.out / "run.toml"
+    if first not in BUILDS_ON_WORKSPACE or not toml.is_file() or store.fingerprints().get("ingest") != ingest_fp:
+        return cfg
+    from pipeline.config import ConfigError, load_toml, stage_params
+
+    try:
+        last = load_toml(toml)
+        earlier = [s for s in last.get("run", {}).get("stages", []) if s in ORDER and ORDER.index(s) < ORDER.index(first)]
+        params = {**cfg.params, **{s: stage_params(s, last.get(s, {})) for s in earlier}}
+    except (ConfigError, OSError) as e:
+        log.warning("%s: the workspace's last configuration (%s) is unreadable (%s); running from the input", first, toml, e)
+        return cfg
+    if not earlier:
+        return cfg
+    log.info("%s: building on this workspace's earlier stages %s (settings from %s)", first, ",".join(earlier), toml)
+    return dataclasses.replace(cfg, stages=tuple(ordered([*earlier, *cfg.stages])), params=params)
+
+
 def run(cfg: RunConfig, *, dry_run: bool = False) -> RunResult:
     t0 = time.monotonic()
     store = Store(cfg.out)
     items, shards, got, ingest_fp = ingest(cfg, store) if not dry_run else _dry_ingest(cfg)
+    cfg = with_workspace_stages(cfg, store, ingest_fp)
     if dry_run:
         return RunResult(True, summary=_dry_summary(cfg, store, shards, got, ingest_fp))
     cfg.out.mkdir(parents=True, exist_ok=True)

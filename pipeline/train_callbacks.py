@@ -114,30 +114,43 @@ class Resume(keras.callbacks.Callback):
 
 
 class EpochLog(keras.callbacks.Callback):
-    """A tqdm bar over each epoch's batches, then one INFO line per epoch (Keras' own progress
-    output is off: it would flood the pipeline's log)."""
+    """Two bars, one over the epochs (with the ETA of the whole run) and one over the current epoch's
+    batches, then one INFO line per epoch (Keras' own progress output is off: it would flood the
+    pipeline's log)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, start: int = 0) -> None:
         super().__init__()
-        self.total = total
+        self.total, self.start = total, start
         self.t0 = 0.0
+        self.epochs: tqdm | None = None
         self.bar: tqdm | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.epochs = progress.bar(self.total, "training", "epoch", initial=self.start, position=0)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.t0 = time.monotonic()
-        self.bar = progress.bar(self.params.get("steps"), f"training {epoch + 1}/{self.total}", "batch", leave=False)
+        self.bar = progress.bar(self.params.get("steps"), f"epoch {epoch + 1}/{self.total}", "batch", leave=False, position=1)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.bar is not None:
             self.bar.update(1)
 
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+    def _close_batches(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
 
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._close_batches()
+        if self.epochs is not None:
+            self.epochs.close()
+            self.epochs = None
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.on_train_end()
+        self._close_batches()
+        if self.epochs is not None:
+            self.epochs.update(1)
         g = (logs or {}).get
         log.info("train: epoch %d/%d  loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2g  (%.1fs)",
                  epoch + 1, self.total, g("loss", float("nan")), g("accuracy", float("nan")), g("val_loss", float("nan")),

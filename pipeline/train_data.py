@@ -1,17 +1,19 @@
-"""Training input: records -> samples (file, label, split) -> tf.data pipelines at the model's input size.
+"""Training input: records -> samples (file, label, split) -> uint8 arrays -> Keras batches.
 
-Files the pipeline wrote (WORK-relative artifacts) are read and decoded by TensorFlow
-(``tf.io.read_file`` + ``decode_image``) in parallel; source files, zip members and inline FER2013
-rows are decoded by ``pipeline.images.Decoded`` (EXIF applied) in a generator. Either way the decoded,
-resized uint8 images are cached in memory after the first epoch, then shuffled, batched, prefetched.
+Every image, whether an artifact the pipeline wrote, a source file, a zip member or an inline
+FER2013 row, is decoded by ``pipeline.images.Decoded`` (EXIF, bomb guard) and brought to the model's
+input by ``pipeline.images.model_input``, the resize ``predict`` uses too. The decoded set is one
+uint8 array per split, memory-mapped from WORK/model/cache/ (decoded once, reused on resume), fed to
+Keras by a ``PyDataset``: the same input for the TensorFlow, JAX and PyTorch backends.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +25,15 @@ from stages.base import split_key
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-FALLBACK = (0.8, 0.1, 0.1)
+CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Sample:
     """One training image: where to read it and what it is.
 
-    ``path`` is set for files TensorFlow reads directly; otherwise ``source`` is
-    ``(path, member, data)`` for ``pipeline.sources.read_item``-style reading.
+    ``path`` is set for plain files (the pipeline's artifacts); otherwise ``source`` is
+    ``(path, member, data)``: a source file, a zip member or inline bytes (FER2013 CSV rows).
     """
 
     key: str
@@ -46,11 +48,10 @@ def key_hash(text: str, seed: int = 0) -> int:
 
 
 def locate(records: Sequence[dict[str, Any]], work: Path) -> dict[str, tuple[str, tuple[str, str, bytes] | None]]:
-    """key -> (plain file path for TensorFlow, or "" with a (path, member, data) source to decode).
+    """key -> (plain file path, or "" with a (path, member, data) source).
 
-    WORK-relative artifacts are read by TensorFlow; anything else (absolute source paths that may
-    carry EXIF orientation, ``zip::member`` sources, FER2013 CSV rows) is looked up in the ingest
-    manifest and decoded in Python.
+    WORK-relative artifacts (face crops, compressed copies) are plain files; anything else (source
+    paths, ``zip::member`` sources, FER2013 CSV rows) is looked up in the ingest manifest.
     """
     out: dict[str, tuple[str, tuple[str, str, bytes] | None]] = {}
     pending = []
@@ -98,27 +99,13 @@ def subset(records: list[dict[str, Any]], limit: int, seed: int) -> list[dict[st
     return sorted(keep, key=lambda r: r["key"])
 
 
-def fallback_split(records: Sequence[dict[str, Any]], seed: int) -> dict[str, str]:
-    """Deterministic stratified 80/10/10 split: per label, units ordered by hash, then cut.
+def split_stage_split(records: Sequence[dict[str, Any]], seed: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> dict[str, str]:
+    """key -> split, made by the split stage's own algorithm (``stages.split.assign``) with its
+    defaults: stratified by label, each person and each duplicate group in one split."""
+    from stages.split import SplitParams, assign
 
-    A unit is the record's group (person) when it has one, so one person's images never straddle
-    splits within a label; the split stage does this properly across labels.
-    """
-    units: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        units[r["label"]][r.get("group") or r["key"]].append(r["key"])
-    out = {}
-    for groups in units.values():
-        order = sorted(groups, key=lambda g: (key_hash(g, seed), g))
-        total = sum(len(groups[g]) for g in order)
-        done = 0
-        for g in order:
-            frac = done / total
-            split = "train" if frac < FALLBACK[0] else "val" if frac < FALLBACK[0] + FALLBACK[1] else "test"
-            for k in groups[g]:
-                out[k] = split
-            done += len(groups[g])
-    return out
+    recs = sorted(records, key=lambda r: r["key"])
+    return dict(zip((r["key"] for r in recs), assign(recs, SplitParams(ratios=ratios, seed=seed)), strict=True))
 
 
 def samples(records: Sequence[dict[str, Any]], work: Path, seed: int) -> tuple[list[Sample], str]:
@@ -133,10 +120,11 @@ def samples(records: Sequence[dict[str, Any]], work: Path, seed: int) -> tuple[l
 
         raise ConfigError(f"train: unknown split name(s) {', '.join(odd)}; expected train, val, test")
     if not any(given.values()):
-        splits = fallback_split(labelled, seed)
-        origin = "train-stage fallback: stratified 80/10/10 by key hash"
-        log.info("train: no split column (run the split stage for leak-free splits); using a stratified 80/10/10 split "
-                 "by key hash")
+        splits = split_stage_split(labelled, seed)
+        origin = "split stage defaults (no split in the workspace)"
+        log.warning("train: this workspace has no split (the split stage has not run); splitting the %d images as "
+                    "--stages split does with its defaults: 80/10/10, stratified by label, each person and duplicate "
+                    "group in one split", len(labelled))
     else:
         missing = [k for k, s in given.items() if not s]
         if missing:
@@ -146,11 +134,10 @@ def samples(records: Sequence[dict[str, Any]], work: Path, seed: int) -> tuple[l
     if not any(s == "val" for s in splits.values()):
         # Callbacks need validation data: carve 10% of train by key hash; the test split stays untouched.
         train = [r for r in labelled if splits[r["key"]] == "train"]
-        for k, s in fallback_split(train, seed + 1).items():
-            if s == "test":
-                splits[k] = "val"
+        for k, s in split_stage_split(train, seed, (0.9, 0.1)).items():
+            splits[k] = s
         origin += "; val carved from train (10%)"
-        log.info("train: no val split; using 10%% of train for validation")
+        log.warning("train: no val split; using 10%% of train for validation, split as the split stage does")
     where = locate(labelled, work)
     out = []
     for r in sorted(labelled, key=lambda r: r["key"]):
@@ -171,60 +158,153 @@ def class_weights(counts: Counter[int], n_classes: int, mode: str) -> dict[int, 
     return {i: round(w / norm, 6) for i, w in raw.items()}
 
 
-def decode_py(source: tuple[str, str, bytes], shape: tuple[int, int, int]) -> np.ndarray:
-    """One source image as HxWxC uint8 at *shape* (EXIF applied, area-resized)."""
-    import cv2
-
-    from pipeline.images import Decoded, to_gray, to_rgb
+def read(s: Sample) -> bytes:
+    """The encoded bytes of a sample: a file, a zip member or inline data (FER2013 CSV rows)."""
     from pipeline.sources.tree import read_bytes
 
-    path, member, data = source
-    img = Decoded(lambda: data or read_bytes(path, member))
-    h, w, c = shape
-    a = img.at_most(max(h, w) * 2)
-    a = to_gray(a)[:, :, None] if c == 1 else to_rgb(a)
-    if a.shape[:2] != (h, w):
-        a = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
-    return a.reshape(h, w, c)
+    if s.source is None:
+        return read_bytes(s.path)
+    path, member, data = s.source
+    return data or read_bytes(path, member)
 
 
-def dataset(items: Sequence[Sample], labels: Sequence[str], shape: tuple[int, int, int], *,
-            batch: int, shuffle: bool, seed: int) -> Any:
-    """A batched tf.data pipeline of (float32 pixels 0-255, int label) for *items*."""
-    import tensorflow as tf
+def decode(s: Sample, shape: tuple[int, int, int]) -> np.ndarray:
+    """One sample as HxWxC uint8 at *shape*: the pipeline's one decode path (EXIF applied, bomb
+    guard, a reduced DCT decode for big JPEGs) and the one model-input resize that ``predict`` uses.
+    An undecodable image is a ConfigError naming it: a curated workspace should hold none."""
+    from pipeline.images import Decoded, DecodeError, model_input
 
-    h, w, c = shape
-    index = {name: i for i, name in enumerate(labels)}
-    files = [s for s in items if s.path]
-    others = [s for s in items if not s.path]
-    parts = []
-    if files:
-        def load(path: Any, y: Any) -> tuple[Any, Any]:
-            img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-            if c == 1:
-                img = tf.image.rgb_to_grayscale(img)
-            img = tf.image.resize(img, (h, w), method="area")
-            return tf.cast(tf.round(img), tf.uint8), y
+    h, w, _ = shape
+    img = Decoded(lambda: read(s))
+    try:
+        return model_input(img.at_most(max(h, w) * 2), shape)
+    except (DecodeError, OSError) as e:
+        from pipeline.config import ConfigError
 
-        ds = tf.data.Dataset.from_tensor_slices(([s.path for s in files], np.array([index[s.label] for s in files], np.int32)))
-        parts.append(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
-    if others:
-        def gen() -> Iterator[tuple[np.ndarray, int]]:
-            for s in others:
-                assert s.source is not None
-                yield decode_py(s.source, shape), index[s.label]
+        raise ConfigError(f"train: cannot read the image of {s.key} ({e}); re-run the earlier stages") from None
 
-        gen_ds = tf.data.Dataset.from_generator(gen, output_signature=(
-            tf.TensorSpec((h, w, c), tf.uint8), tf.TensorSpec((), tf.int32)))
-        # A known length lets Keras count steps per epoch (else it warns the input "ran out of data").
-        parts.append(gen_ds.apply(tf.data.experimental.assert_cardinality(len(others))))
-    ds = parts[0] if len(parts) == 1 else parts[0].concatenate(parts[1])
-    ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(max(len(items), 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
 
+def cache_key(items: Sequence[Sample], shape: tuple[int, int, int]) -> str:
+    h = hashlib.sha256(f"{CACHE_VERSION}{shape}".encode())
+    for s in items:
+        h.update(f"{s.key}\0{s.path}\0{s.source[:2] if s.source else ''}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def load(items: Sequence[Sample], shape: tuple[int, int, int], cache: Path | None = None, *, workers: int = 0,
+         desc: str = "decoding") -> np.ndarray:
+    """Every item decoded to one (N, H, W, C) uint8 array, in *items* order.
+
+    With *cache* (a folder), the array is a memory-mapped ``.npy`` file there, written once (to a
+    temporary name, then renamed) and reused by later runs and resumes: sets larger than memory
+    train from the page cache. Decoding runs in threads (PIL and OpenCV release the GIL).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline import progress
+
+    n = len(items)
+    path = cache / f"{cache_key(items, shape)}.npy" if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            arr = np.load(path, mmap_mode="r")
+            if arr.shape == (n, *shape) and arr.dtype == np.uint8:
+                return arr
+        except (OSError, ValueError):
+            pass
+        path.unlink(missing_ok=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
+    else:
+        out = np.empty((n, *shape), np.uint8)
+    chunk = 256
+    bar = progress.bar(n, desc, "img", leave=False)
+
+    def work(start: int) -> int:
+        for i in range(start, min(start + chunk, n)):
+            out[i] = decode(items[i], shape)
+        return min(start + chunk, n) - start
+
+    try:
+        with ThreadPoolExecutor(max(1, workers or min(8, os.cpu_count() or 1))) as pool:
+            for done in pool.map(work, range(0, n, chunk)):
+                bar.update(done)
+    finally:
+        bar.close()
+    if path is None:
+        return out
+    out.flush()  # then rename: the cache file appears complete or not at all
+    os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+def one_hot(y: np.ndarray, n: int) -> np.ndarray:
+    return np.eye(n, dtype=np.float32)[y]
+
+
+def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A randomly flipped, rotated (+-10 degrees), scaled (0.9-1.1) and shifted (+-10%) copy of each
+    uint8 image of *x* (N, H, W, C), borders reflected: mild geometry, as faces come aligned."""
+    import cv2
+
+    n, h, w, c = x.shape
+    out = np.empty_like(x)
+    flip = rng.random(n) < 0.5
+    angle = rng.uniform(-10, 10, n)
+    scale = rng.uniform(0.9, 1.1, n)
+    shift = rng.uniform(-0.1, 0.1, (n, 2)) * (w, h)
+    for i in range(n):
+        m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), float(angle[i]), float(scale[i]))
+        m[:, 2] += shift[i]
+        img = x[i, :, ::-1] if flip[i] else x[i]
+        out[i] = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT_101).reshape(h, w, c)
+    return out
+
+
+def batches(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch: int, shuffle: bool, seed: int, first_epoch: int = 0,
+            weights: dict[int, float] | None = None, augmented: bool = False) -> Any:
+    """A ``keras.utils.PyDataset`` of (float32 pixels 0-255, one-hot labels[, sample weights]) batches.
+
+    Backend-neutral (TensorFlow, JAX or PyTorch Keras): augmentation (*augmented*) is done here, in
+    NumPy and OpenCV, not by backend-specific layers in the model. With *shuffle*, epoch *e* visits
+    the images in an order drawn from (*seed*, *e*) alone, and batch *i* is augmented from (*seed*,
+    *e*, *i*), so a resumed run sees the same batches as an uninterrupted one.
+    """
+    import keras
+
+    class Batches(keras.utils.PyDataset):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = first_epoch
+            self.order = self._order()
+
+        def _order(self) -> np.ndarray:
+            if not shuffle:
+                return np.arange(len(y))
+            return np.random.default_rng([seed, self.epoch]).permutation(len(y))
+
+        def __len__(self) -> int:
+            return -(-len(y) // batch)
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
+            idx = self.order[i * batch:(i + 1) * batch]
+            xb = np.asarray(x[np.sort(idx)] if not shuffle else x[idx])
+            if augmented:
+                xb = augment(xb, np.random.default_rng([seed, self.epoch, i, 1]))
+            yi = y[np.sort(idx)] if not shuffle else y[idx]
+            out: tuple[np.ndarray, ...] = (xb.astype(np.float32), one_hot(yi, n_classes))
+            if weights is not None:
+                out += (np.array([weights[int(c)] for c in yi], np.float32),)
+            return out
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._order()
+
+    return Batches()
 
 
 def input_detail(items: Sequence[Sample], seed: int = 0, n: int = 256) -> tuple[int, int] | None:

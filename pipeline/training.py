@@ -15,6 +15,7 @@ WORK`` (records from WORK/manifest.csv). WORK/model/ gets:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -22,7 +23,10 @@ import json
 import logging
 import os
 import shutil
+import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     from stages.train import TrainParams
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -48,30 +52,82 @@ class TrainResult:
     model_dir: Path = Path()
 
 
-def import_tf() -> tuple[Any, Any]:
-    """(tensorflow, keras), or a ConfigError naming the install line."""
+def import_keras() -> Any:
+    """Keras 3 on its configured backend (``KERAS_BACKEND``: tensorflow by default, jax or torch on a
+    GPU machine without TensorFlow), with the native libraries' start-up chatter kept off the
+    console; or a ConfigError naming the install line."""
     from pipeline.config import ConfigError
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import keras
-        import matplotlib  # noqa: F401  (plots; fail before hours of training, not after)
-        import tensorflow as tf
+        with quiet_native_stderr():
+            import keras
+            import matplotlib  # noqa: F401  (plots; fail before hours of training, not after)
+
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()  # platform probing prints here (cuInit, oneDNN): keep it quiet
     except ImportError as e:
-        raise ConfigError(f"training needs TensorFlow, Keras 3 and matplotlib ({e}): "
+        raise ConfigError(f"training needs Keras 3 with a backend (TensorFlow by default) and matplotlib ({e}): "
                           "pip install 'tensorflow>=2.16' matplotlib") from None
-    return tf, keras
+    return keras
 
 
-def configure(tf: Any, keras: Any, threads: int, seed: int) -> None:
-    """Thread pools (before TensorFlow starts its runtime) and seeds."""
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Hold back what native libraries write to file descriptor 2 (TensorFlow's and CUDA's notices:
+    oneDNN, "failed call to cuInit", CPU features, allocator patches) unless logging is at DEBUG
+    (``-v``). Python's own output (log lines, progress bars) still reaches the real stderr; if the
+    block raises, what was held back is printed after all."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real descriptor 2 (an embedding host): nothing to hold back
+        yield
+        return
+    old = sys.stderr
+    real = open(saved, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    moved = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is old]
+    with tempfile.TemporaryFile() as held:
+        sys.stderr = real
+        for h in moved:
+            h.setStream(real)
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            real.flush()
+            os.dup2(saved, 2)
+            sys.stderr = old
+            for h in moved:
+                h.setStream(old)
+            real.close()
+            os.close(saved)
+            if not ok:
+                held.seek(0)
+                old.write(held.read().decode("utf-8", "replace"))
+                old.flush()
+
+
+def configure(keras: Any, threads: int, seed: int) -> None:
+    """Thread pools (before TensorFlow starts its runtime), seeds and deterministic ops."""
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
         except RuntimeError:  # the runtime already started in this process: keep its pools
             log.debug("train: TensorFlow already initialised; thread settings unchanged")
-    keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
 
@@ -86,6 +142,8 @@ def reset_determinism(was_on: bool) -> None:
 
 
 def determinism_on() -> bool:
+    if "tensorflow" not in sys.modules:
+        return False
     try:
         from tensorflow.python.framework import config as tf_config
 
@@ -115,7 +173,9 @@ NOT_FINGERPRINTED = ("threads", "epochs")
 
 
 def _fingerprint(params: TrainParams, labels: list[str], samples: list[train_data.Sample]) -> str:
-    p = {k: v for k, v in asdict(params).items() if k not in NOT_FINGERPRINTED}
+    # The cosine schedule spans the epoch budget, so there the budget changes every epoch's learning rate.
+    keep = ("epochs",) if params.schedule == "cosine" else ()
+    p = {k: v for k, v in asdict(params).items() if k not in NOT_FINGERPRINTED or k in keep}
     if p["precision"] == "float32":
         del p["precision"]  # as before the option existed: a float32 run's resume point outlives the upgrade
     h = hashlib.sha256(json.dumps([FORMAT_VERSION, p, labels], sort_keys=True).encode())
@@ -160,9 +220,9 @@ def plan(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Plan
 
 def train(records: list[dict[str, Any]], work: Path, params: TrainParams) -> TrainResult:
     """Train ``params.model`` on *records*, write WORK/model/, return the splits and metrics."""
+    keras = import_keras()
     from pipeline import train_callbacks as cb
 
-    tf, keras = import_tf()
     p = plan(records, work, params)
     backup = work / "model" / "backup"
     fp = _fingerprint(params, p.labels, p.samples)
@@ -174,7 +234,7 @@ def train(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Tra
         shutil.rmtree(backup)
     backup.mkdir(parents=True, exist_ok=True)
     was_on, policy = determinism_on(), keras.mixed_precision.global_policy().name
-    configure(tf, keras, params.threads, params.seed + (state["epoch"] if state else 0))
+    configure(keras, params.threads, params.seed + (state["epoch"] if state else 0))
     keras.mixed_precision.set_global_policy(params.precision)
     try:
         return _fit_and_report(keras, params, p, backup, fp, state)
@@ -184,6 +244,22 @@ def train(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Tra
         keras.mixed_precision.set_global_policy(policy)
 
 
+def arrays(p: Plan, shape: tuple[int, int, int], cache: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per split: (uint8 images at *shape*, class indices), decoded once into *cache* (stale files removed)."""
+    index = {name: i for i, name in enumerate(p.labels)}
+    out, used = {}, set()
+    for sp, items in p.by_split.items():
+        if not items:
+            continue
+        x = train_data.load(items, shape, cache, desc=f"decoding {sp}")
+        used.add(f"{train_data.cache_key(items, shape)}.npy")
+        out[sp] = (x, np.array([index[s.label] for s in items], np.int64))
+    for old in cache.glob("*.npy"):
+        if old.name not in used:
+            old.unlink(missing_ok=True)
+    return out
+
+
 def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: str, state: dict[str, Any] | None) -> TrainResult:
     from pipeline import train_callbacks as cb
     from stages import models
@@ -191,6 +267,9 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     out, labels = backup.parent, p.labels
     start = state["epoch"] if state else 0
     shape = models.input_shape(params.model, params.image_size)
+    data = arrays(p, shape, out / "cache")
+    xt, yt = data["train"]
+    steps = -(-len(yt) // params.batch_size)
     if state:
         log.info("train: resuming after epoch %d of %d from %s", start, params.epochs, backup)
         if start >= params.epochs:
@@ -198,39 +277,40 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
         model = keras.models.load_model(backup / "last.keras")
     else:
         model = models.build(params.model, len(labels), image_size=params.image_size, weights=params.weights,
-                             augment=params.augment, seed=params.seed)
-        model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-    index = {name: i for i, name in enumerate(labels)}
-    weights = train_data.class_weights(Counter(index[s.label] for s in p.by_split["train"]), len(labels), params.class_weights)
-
-    def data(items: list[train_data.Sample], shuffle: bool) -> Any:
-        return train_data.dataset(items, labels, shape, batch=params.batch_size, shuffle=shuffle, seed=params.seed + start)
+                             seed=params.seed)
+        models.compile_for(model, params, steps)
+    weights = train_data.class_weights(Counter(yt.tolist()), len(labels), params.class_weights)
 
     detail = train_data.input_detail(p.by_split["train"], params.seed)  # warns about enlarged images
     early = keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=params.patience,
                                           restore_best_weights=True) if params.patience else None
     plateau = keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=params.lr_patience,
-                                                min_lr=params.learning_rate / 64) if params.lr_patience else None
+                                                min_lr=params.learning_rate / 64) if params.schedule == "plateau" and params.lr_patience else None
     best = keras.callbacks.ModelCheckpoint(str(backup / "best-{epoch:03d}.keras"), monitor="val_accuracy", mode="max",
                                            save_best_only=True)
     resume = cb.Resume(backup, out, fp, state, early, plateau, best)
-    callbacks = [c for c in (early, plateau, best) if c is not None] + [resume, cb.EpochLog(params.epochs)]
+    callbacks = [c for c in (early, plateau, best) if c is not None] + [resume, cb.EpochLog(params.epochs, start)]
     if not (resume.state.get("stopped") or start >= params.epochs):
-        model.fit(data(p.by_split["train"], True), validation_data=data(p.by_split["val"], False), epochs=params.epochs,
-                  initial_epoch=start, class_weight=weights, callbacks=callbacks, verbose=0, shuffle=False)
+        train_batches = train_data.batches(xt, yt, len(labels), batch=params.batch_size, shuffle=True, seed=params.seed,
+                                           first_epoch=start, weights=weights, augmented=params.augment)
+        val_batches = train_data.batches(*data["val"], len(labels), batch=max(params.batch_size, 256), shuffle=False, seed=0)
+        with quiet_native_stderr():
+            model.fit(train_batches, validation_data=val_batches, epochs=params.epochs, initial_epoch=start, callbacks=callbacks,
+                      verbose=0)
     st = resume.state
     if st["best_file"] and (backup / st["best_file"]).is_file():
         model = keras.models.load_model(backup / st["best_file"], compile=False)
     model = float32_copy(model, keras)  # what is scored is what is saved, whatever the training precision
     best_epoch = int(st["best_file"][5:8]) if st["best_file"] else st["epoch"]
 
-    metrics = evaluate(model, p.by_split, labels, shape, params, out)
+    metrics = evaluate(model, p.by_split, data, labels, params, out)
     metrics.update({
         "model": params.model, "input_shape": list(shape), "input_detail_px": detail[0] if detail else None,
+        "input_side_px": detail[1] if detail else None,
         "labels": labels, "split_from": p.origin, "counts": p.counts,
         "class_weights": {labels[i]: w for i, w in weights.items()} if weights else None,
         "epochs_run": st["epoch"], "best_epoch": best_epoch, "stopped_early": bool(st.get("stopped")),
+        "backend": keras.backend.backend(),
         "params": {k: v for k, v in asdict(params).items() if k != "threads"},
     })
     write_artifacts(model, keras, out, labels, st["history"], metrics)
@@ -240,34 +320,33 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     return TrainResult({s.key: s.split for s in p.samples}, metrics, out)
 
 
-def predict_split(model: Any, items: list[train_data.Sample], labels: list[str], shape: tuple[int, int, int],
-                  batch: int) -> tuple[list[train_data.Sample], np.ndarray, np.ndarray]:
-    """(items in dataset order, true class indices, probabilities) for one split."""
+def predict_arrays(model: Any, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Class probabilities for uint8 images *x* (N, H, W, C), in order."""
     import keras
 
-    ordered = [s for s in items if s.path] + [s for s in items if not s.path]
-    ys, ps = [], []
-    for x, y in train_data.dataset(items, labels, shape, batch=batch, shuffle=False, seed=0):
-        ps.append(keras.ops.convert_to_numpy(model(x, training=False)))
-        ys.append(y.numpy())
-    n = len(labels)
-    return ordered, np.concatenate(ys) if ys else np.zeros(0, int), np.concatenate(ps) if ps else np.zeros((0, n))
+    n = len(x)
+    if not n:
+        return np.zeros((0, int(model.output_shape[-1])), np.float32)
+    parts = [keras.ops.convert_to_numpy(model(np.asarray(x[i:i + batch], np.float32), training=False)) for i in range(0, n, batch)]
+    return np.concatenate(parts).astype(np.float32)
 
 
-def evaluate(model: Any, by_split: dict[str, list[train_data.Sample]], labels: list[str], shape: tuple[int, int, int],
-             params: TrainParams, out: Path) -> dict[str, Any]:
+def evaluate(model: Any, by_split: dict[str, list[train_data.Sample]], data: dict[str, tuple[np.ndarray, np.ndarray]],
+             labels: list[str], params: TrainParams, out: Path) -> dict[str, Any]:
     """Scores on test (val when there is no test split), val scores, and predictions.csv."""
     split = "test" if by_split["test"] else "val"
     if split == "val":
         log.warning("train: no test split; the scores below are on val, which also chose the best epoch")
-    items, y, p = predict_split(model, by_split[split], labels, shape, params.batch_size)
+    items = by_split[split]
+    x, y = data[split]
+    p = predict_arrays(model, x)
     pred = p.argmax(axis=1)
     res: dict[str, Any] = {"evaluated_on": split}
     res.update(train_eval.scores(train_eval.confusion(y, pred, len(labels)), labels))
     res["loss"] = round(float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()), 4) if len(y) else 0.0
     if split == "test":
-        _, vy, vp = predict_split(model, by_split["val"], labels, shape, params.batch_size)
-        v = train_eval.scores(train_eval.confusion(vy, vp.argmax(axis=1), len(labels)), labels)
+        vx, vy = data["val"]
+        v = train_eval.scores(train_eval.confusion(vy, predict_arrays(model, vx).argmax(axis=1), len(labels)), labels)
         res["val"] = {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"], "count": v["count"]}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

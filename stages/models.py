@@ -1,9 +1,8 @@
 """Models for the train stage, by name: a dict plus a decorator, Keras imported only when building.
 
 Every model takes raw pixel values (0-255, float) at its input size and ends in a softmax; the
-shared head of the graph rescales to [0, 1] and, when training with augmentation, applies the
-Keras preprocessing layers (active only in training, so the saved model predicts unchanged). The
-builders make the features; ``build`` adds the softmax layer, always in float32 (under a mixed
+shared head of the graph rescales to [0, 1] (augmentation happens in the input pipeline,
+``pipeline.train_data``, the same on every Keras backend). The builders make the features; ``build`` adds the softmax layer, always in float32 (under a mixed
 precision policy the probabilities and the loss stay exact).
 """
 
@@ -50,22 +49,7 @@ def input_shape(name: str, image_size: int = 0) -> tuple[int, int, int]:
     return (image_size, image_size, c) if image_size else (h, w, c)
 
 
-def augmentation(seed: int) -> Any:
-    """Train-time augmentation as Keras 3 preprocessing layers (inputs scaled to [0, 1])."""
-    import keras
-    from keras import layers
-
-    # Mild geometry: faces are already aligned by the crop stage; strong rotation hurts FER.
-    return keras.Sequential([
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomRotation(0.04, fill_mode="reflect", seed=seed + 1),   # about +-15 degrees
-        layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
-        layers.GaussianNoise(0.02, seed=seed + 4),
-    ], name="augment")
-
-
-def build(name: str, n_classes: int, *, image_size: int = 0, weights: str = "", augment: bool = True, seed: int = 0) -> Any:
+def build(name: str, n_classes: int, *, image_size: int = 0, weights: str = "", seed: int = 0) -> Any:
     """A ready (uncompiled) Keras model: raw pixels in, class probabilities out."""
     import keras
     from keras import layers
@@ -75,14 +59,63 @@ def build(name: str, n_classes: int, *, image_size: int = 0, weights: str = "", 
     shape = input_shape(name, image_size)
     inp = keras.Input(shape, name="pixels")
     x = layers.Rescaling(1 / 255, name="scale")(inp)
-    if augment:
-        x = augmentation(seed)(x)
     out = layers.Dense(n_classes, activation="softmax", name="probs", dtype="float32")(MODELS[name].build(x, weights))
     m = keras.Model(inp, out, name=name.replace("-", "_"))
     if weights and name != "mobilenetv3":
         # Whole-model weights (a .weights.h5 saved from the same architecture) to start from.
         m.load_weights(weights)
     return m
+
+
+def compile_for(model: Any, params: Any, steps_per_epoch: int) -> None:
+    """Compile *model* with the recipe's optimizer, schedule and loss (``stages.train.TrainParams``).
+
+    AdamW (decoupled weight decay); the learning rate either follows a cosine from a one-epoch
+    warm-up down to zero over the epoch budget (``schedule="cosine"``), or stays put and is halved
+    by the fit loop on a val-loss plateau (``"plateau"``). Cross-entropy on one-hot targets with
+    label smoothing (FER labels are noisy: one face in ten is arguably another class).
+    """
+    import keras
+
+    lr: Any = params.learning_rate
+    if params.schedule == "cosine":
+        warm = steps_per_epoch if params.epochs > 1 else 0
+        lr = keras.optimizers.schedules.CosineDecay(
+            params.learning_rate / 10 if warm else params.learning_rate, max(1, params.epochs * steps_per_epoch - warm),
+            alpha=0.0, warmup_target=params.learning_rate if warm else None, warmup_steps=warm)
+    model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=params.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+
+def _conv(x: Any, filters: int) -> Any:
+    from keras import layers
+
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x)
+
+
+def _vgg(x: Any, widths: tuple[int, ...], dropout: float) -> Any:
+    from keras import layers
+
+    for f in widths:
+        x = _conv(_conv(x, f), f)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return layers.Dropout(dropout)(x)
+
+
+@model("fer-vgg", (48, 48, 1), "VGG-style CNN: two 3x3 convs per stage at 32-64-128-256 filters, batch norm, global pooling "
+       "(48x48 gray, ~1.2M params; the default)")
+def fer_vgg(x: Any, weights: str) -> Any:
+    return _vgg(x, (32, 64, 128, 256), 0.4)
+
+
+@model("fer-vgg-wide", (48, 48, 1), "fer-vgg at twice the width: 64-128-256-512 filters (48x48 gray, ~4.7M params; "
+       "for a GPU)")
+def fer_vgg_wide(x: Any, weights: str) -> Any:
+    return _vgg(x, (64, 128, 256, 512), 0.5)
 
 
 def _block(x: Any, filters: int, kernel: int, dropout: float) -> Any:

@@ -16,21 +16,31 @@ from stages.base import Outcome, Params, Stage, register
 from stages.models import MODELS
 
 CLASS_WEIGHTS = ("none", "sqrt", "balanced")
+SCHEDULES = ("cosine", "plateau")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass(frozen=True)
 class TrainParams(Params):
-    model: str = field(default="fer-cnn", metadata={"help": "network to train: " + ", ".join(MODELS), "choices": tuple(MODELS)})
-    epochs: int = field(default=60, metadata={"help": "maximum epochs (early stopping may end sooner); an interrupted run resumes with a raised value too"})
-    batch_size: int = field(default=64, metadata={"help": "images per training batch"})
-    learning_rate: float = field(default=5e-4, metadata={"help": "initial Adam learning rate (halved on a val-loss plateau)"})
-    augment: bool = field(default=True, metadata={"help": "augment training images (flip, rotation, zoom, translation, noise)"})
-    class_weights: str = field(default="sqrt", metadata={
+    model: str = field(default="fer-vgg", metadata={"help": "network to train: " + ", ".join(MODELS), "choices": tuple(MODELS)})
+    epochs: int = field(default=30, metadata={"help": "epochs to train (the cosine schedule spans them; early stopping may end "
+                                                       "sooner); with --train-schedule plateau an interrupted run also "
+                                                       "resumes with a raised value"})
+    batch_size: int = field(default=128, metadata={"help": "images per training batch"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate"})
+    schedule: str = field(default="cosine", metadata={
+        "help": "learning rate: cosine (one warm-up epoch, then down to zero over --train-epochs) | plateau (constant, "
+                "halved after --train-lr-patience epochs without a better val loss)", "choices": SCHEDULES})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW decoupled weight decay"})
+    label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of the cross-entropy loss (0-0.5)"})
+    augment: bool = field(default=True, metadata={"help": "augment training images (flip, rotation, scale, shift), in the input pipeline"})
+    class_weights: str = field(default="none", metadata={
         "help": "loss weights from label counts: none | sqrt (softened) | balanced (n / (k * count))", "choices": CLASS_WEIGHTS})
-    patience: int = field(default=12, metadata={"help": "stop after this many epochs without a better val accuracy (0: never)"})
-    lr_patience: int = field(default=4, metadata={"help": "halve the learning rate after this many epochs without a better val loss"})
-    image_size: int = field(default=0, metadata={"help": "input side in pixels (0: the model's own, 48 for fer-cnn)"})
+    patience: int = field(default=0, metadata={"help": "stop after this many epochs without a better val accuracy (0: never; "
+                                                        "the best epoch is kept either way)"})
+    lr_patience: int = field(default=4, metadata={"help": "with --train-schedule plateau: halve the learning rate after this "
+                                                           "many epochs without a better val loss"})
+    image_size: int = field(default=0, metadata={"help": "input side in pixels (0: the model's own, 48 for fer-vgg)"})
     weights: str = field(default="", metadata={"help": "local weights file to start from (mobilenetv3: a Keras MobileNetV3Small "
                                                         "no-top .h5); nothing is ever downloaded"})
     max_items: int = field(default=0, metadata={"help": "train on a stratified subset of at most this many images, chosen "
@@ -51,6 +61,12 @@ class TrainParams(Params):
         for name in ("patience", "lr_patience", "max_items", "threads", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 <= self.label_smoothing <= 0.5:
+            raise ValueError(f"train.label_smoothing must be between 0 and 0.5, got {self.label_smoothing}")
+        if not 0 <= self.weight_decay < 1:
+            raise ValueError(f"train.weight_decay must be between 0 and 1, got {self.weight_decay}")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"train.learning_rate must be between 0 and 1, got {self.learning_rate}")
         if self.precision not in PRECISIONS:
@@ -68,7 +84,7 @@ class TrainParams(Params):
 class Train(Stage):
     name = "train"
     Params = TrainParams
-    version = 1
+    version = 2
     #: The split actually trained with: the split stage's, or the fallback one made here.
     columns = ("split",)
 
