@@ -219,7 +219,7 @@ def build(work: Path, workers: int | None = None) -> Path:
             f"{html.escape(', '.join(data['stages']))}</p></header>\n<main>\n{body}\n</main>\n"
             f'<script src="rejected.js"></script>\n<script>{report_assets.JS}</script>\n</body></html>\n')
     atomic_write(out / "index.html", page.encode("utf-8"))
-    log.info("report: %s (%d not kept)", out / "index.html", len(data["rows"]))
+    log.debug("report: %s (%d not kept)", out / "index.html", len(data["rows"]))  # the caller says where it is
     return out / "index.html"
 
 
@@ -231,9 +231,12 @@ def _summary(data: dict[str, Any]) -> str:
     st = data["stats"]
     cards = [(f"{st.items:,}", "items in the input"), (f"{st.final_kept:,}", "kept (manifest.csv)"),
              (f"{len(data['rows']):,}", "not kept (rejected.csv)")]
-    b_in, b_out = data["saved"]
-    if b_in:
-        cards.append((f"{_mb(b_in - b_out)}", f"saved by compress on the kept images: {_mb(b_in)} &rarr; {_mb(b_out)} ({b_in / max(b_out, 1):.1f}x smaller)"))
+    if st.bytes_in:  # the run summary's figure: every image compress kept, whatever later stages did with it
+        k_in, k_out = data["saved"]
+        cards.append((f"{_mb(st.bytes_in - st.bytes_out)}",
+                      f"saved by compress over the {st.kept['compress']:,} image(s) it kept: {_mb(st.bytes_in)} &rarr; {_mb(st.bytes_out)} "
+                      f"({st.bytes_in / max(st.bytes_out, 1):.1f}x smaller); over the {st.final_kept:,} kept in manifest.csv: "
+                      f"{_mb(k_in)} &rarr; {_mb(k_out)}"))
     html_cards = "".join(f"<div class=card><b>{v}</b><span>{t}</span></div>" for v, t in cards)
     return (f"<section><h2>Summary</h2><div class=cards>{html_cards}</div>"
             f'<p class=muted>Files: <a href="rejected.csv">rejected.csv</a> (every item not kept, with stage, reason and '
@@ -278,7 +281,13 @@ def _split_section(data: dict[str, Any]) -> str:
         name = "<b>all</b>" if lab is None else html.escape(lab or "(no label)")
         body.append(f"<tr><td>{name}</td>{tds}<td><b>{total:,}</b></td></tr>")
     table = f"<table><tr><th>class</th>{head}<th>total</th></tr>{''.join(body)}</table>"
-    return f"<section><h2>Classes and splits</h2><div class=row>{table}{_chart(cells, labels, splits)}</div></section>"
+    from stages.split import empty_splits
+
+    totals = Counter({lab: sum(cells[lab, s] for s in splits) for lab in labels if lab})
+    gaps = empty_splits(cells, totals, [s for s in splits if s])
+    warn = "".join(f"<p class=warn>&#9888; class {html.escape(lab)} has no {' or '.join(miss)} image: "
+                   f"no score on {' or '.join(miss)} says anything about it</p>" for lab, miss in gaps.items())
+    return f"<section><h2>Classes and splits</h2>{warn}<div class=row>{table}{_chart(cells, labels, splits)}</div></section>"
 
 
 def _chart(cells: Counter[tuple[str, str]], labels: Sequence[str], splits: Sequence[str]) -> str:

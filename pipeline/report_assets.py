@@ -40,6 +40,7 @@ a:hover { text-decoration: underline; }
 .tile.failed { border-color: #d98c8c; }
 .pager { display: flex; gap: 8px; align-items: center; margin: 10px 0; }
 .muted { color: var(--muted); }
+.warn { color: #8a4b00; background: #fff4e0; border: 1px solid #f0c987; border-radius: 4px; padding: 4px 8px; margin: 0 0 8px; }
 .model img { max-width: 480px; border: 1px solid var(--line); }
 """
 
