@@ -306,3 +306,16 @@ def test_korean_names_show_whole_and_as_hangul_not_tofu(page, work: Path) -> Non
     assert hangul.shape != missing.shape or not np.array_equal(hangul, missing)
     assert (hangul < 128).sum() > 50  # ink on the page
     assert page.errors == []
+
+
+def test_a_duplicates_partner_comes_from_dup_of_or_from_the_detail() -> None:
+    from pipeline.report import _evidence, _partner
+
+    row = {"key": "a/copy.jpg", "stage": "dedup", "reason": "duplicate", "metrics": {}, "detail": "near duplicate of a/기쁨 1.jpg (distance 4)"}
+    assert _partner(row, {}) == "a/기쁨 1.jpg"
+    assert _partner(row | {"detail": "exact copy of a/x.jpg"}, {}) == "a/x.jpg"
+    extra = {"dup_of": "a/kept.jpg", "dup_kind": "near", "dup_hamming": 6, "dup_inliers": 41, "dup_overlap": 0.8123}
+    assert _partner(row, extra) == "a/kept.jpg"  # the dataset step's own metric wins over the wording
+    ev = _evidence(row, extra, "", "a/kept.jpg", "a/kept.jpg")
+    assert ev["dup"] == ["a/kept.jpg", "a/kept.jpg"] and ev["dupm"] == ["kind near", "hamming 6", "inliers 41", "overlap 0.812"]
+    assert _partner(row | {"reason": "label_conflict"}, extra) == ""
