@@ -7,7 +7,10 @@ saved, the model's plots when one was trained, and a paged, filterable gallery o
 was not kept. Gallery rows live in reports/rejected.js (one array, rendered a page at a time).
 Thumbnails of per-item rejections are made in the parallel per-item pass (``make_thumbnail``,
 called from pipeline/shard.py); those of dataset-step rejections (duplicates, quality decisions),
-unknown until then, are made here in parallel; items refused at ingest show a placeholder.
+unknown until then, of ingest refusals whose image decodes (unlabeled, annotator_disagreement) and
+of the kept images duplicates are shown beside, are made here in parallel; what cannot be decoded
+shows a placeholder. Each tile draws its evidence: ocr's text boxes and crop's face box (in pixels
+of the source image, whose size the thumbnail's JPEG comment records), a duplicate's kept partner.
 """
 
 from __future__ import annotations
