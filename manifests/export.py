@@ -44,6 +44,7 @@ class Stats:
     bytes_in: int = 0
     bytes_out: int = 0
     missing: int = 0
+    ignored: int = 0
 
 
 def final_rows(stages: Sequence[str], store: Store, items: Iterable[Item] | None = None, *,
@@ -155,13 +156,16 @@ def _csv_bytes(cols: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
 
 
 def write(work: Path, stages: Sequence[str], store: Store, missing: Sequence[str] = (), *,
-          link: str = "hardlink", read: Callable[[Row], bytes] | None = None) -> Stats:
-    """Write manifest.csv, manifest.parquet, reports/rejected.csv (and missing_images.csv), and the
-    dataset/ tree when the run has a split column.
+          link: str = "hardlink", read: Callable[[Row], bytes] | None = None,
+          ignored: Sequence[str] = (), splits: Sequence[str] = ()) -> Stats:
+    """Write manifest.csv, manifest.parquet, reports/rejected.csv (and missing_images.csv,
+    ignored.csv), and the dataset/ tree when the run has a split column.
 
     Args:
         link: how the tree holds files: hardlink (copy where refused), symlink or copy.
         read: bytes of an ingest item row without a file of its own (zip member, FER2013 CSV row).
+        ignored: input files that are not images (listed in reports/ignored.csv).
+        splits: the split names of the run: each gets a folder per class, empty where it has none.
     """
     stats = Stats(missing=len(missing))
     kept, dropped = [], []
@@ -179,8 +183,11 @@ def write(work: Path, stages: Sequence[str], store: Store, missing: Sequence[str
     _atomic(work / "reports" / "rejected.csv", _csv_bytes(REJECTED_COLUMNS, dropped))
     if missing:
         _atomic(work / "reports" / "missing_images.csv", _csv_bytes(["filename"], ({"filename": m} for m in missing)))
+    stats.ignored = len(ignored)
+    if ignored or (work / "reports" / "ignored.csv").exists():
+        _atomic(work / "reports" / "ignored.csv", _csv_bytes(["file"], ({"file": f} for f in sorted(ignored))))
     if "split" in cols:
-        write_tree(work, kept, store, link, read)
+        write_tree(work, kept, store, link, read, splits)
     return stats
 
 
@@ -198,10 +205,13 @@ def summary(stats: Stats, work: Path, seconds: float) -> str:
         lines.append(f"  {name:<10} kept {stats.kept[name]}" + (f", not kept {sum(d.values())}: {_reasons(d)}" if d else ""))
     if stats.bytes_in:
         lines.append(f"  compress   {stats.bytes_in / 1e6:.1f} MB -> {stats.bytes_out / 1e6:.1f} MB "
-                     f"({stats.bytes_in / max(stats.bytes_out, 1):.1f}x smaller)")
+                     f"({stats.bytes_in / max(stats.bytes_out, 1):.1f}x smaller) over the {stats.kept['compress']} image(s) compress kept")
     if stats.missing:
         lines.append(f"  {stats.missing} label record(s) without an image: reports/missing_images.csv")
+    if stats.ignored:
+        lines.append(f"  {stats.ignored} file(s) that are not images ignored: reports/ignored.csv")
     lines.append(f"manifest: {work / 'manifest.csv'}   rejected: {work / 'reports' / 'rejected.csv'}")
+    lines.append(f"report: {work / 'reports' / 'index.html'}")
     return "\n".join(lines)
 
 
@@ -210,12 +220,17 @@ def _reasons(c: Counter[str]) -> str:
 
 
 # -- WORK/dataset/<split>/<label>/ ------------------------------------------------------------
+CLASSES_FILE = "classes.txt"  # dataset/classes.txt: the class folders in the order Keras and torchvision number them
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES}
 
 
 def write_tree(work: Path, rows: Iterable[Row], store: Store, mode: str = "hardlink",
-               read: Callable[[Row], bytes] | None = None) -> Counter[str]:
+               read: Callable[[Row], bytes] | None = None, splits: Sequence[str] = ()) -> Counter[str]:
     """Make WORK/dataset/<split>/<label>/<name> match the kept rows (Keras / ImageFolder layout).
+
+    Every split folder holds a folder for every class, empty where the split has none of it: Keras
+    and torchvision number classes by their sorted folder names, so a split lacking a class would
+    number the others differently. dataset/classes.txt lists the classes in that order.
 
     Files are hardlinks to the image each row points at (copies where the file system refuses a
     link), symlinks or copies; files of earlier runs that are no longer wanted are removed, and
@@ -227,11 +242,14 @@ def write_tree(work: Path, rows: Iterable[Row], store: Store, mode: str = "hardl
     root = os.path.join(base, "dataset")
     want: dict[str, tuple[str | None, Row]] = {}
     counts: Counter[str] = Counter()
+    split_names, classes = set(splits), set()
     for r in rows:
         split, label = r["metrics"].get("split"), r["label"]
         if not split or not label:
             counts["skipped (no split or label)"] += 1
             continue
+        split_names.add(_safe_name(str(split)))
+        classes.add(_safe_name(label))
         folder = f"{_safe_name(str(split))}/{_safe_name(label)}/"
         src = _file_of(base, r["file"])
         # No file (a zip member, an inline FER2013 row): the key's suffix, or PNG (how rows are stored).
@@ -240,10 +258,11 @@ def write_tree(work: Path, rows: Iterable[Row], store: Store, mode: str = "hardl
         if rel in want:
             rel = folder + _tree_name(r["key"], suffix, unique=True)
         want[rel] = (src, r)
+    folders = {os.path.join(root, s, c) for s in split_names for c in classes}
     for dirpath, _dirs, files in os.walk(root):
         prefix = dirpath[len(root) + 1 :].replace(os.sep, "/")
         for f in files:
-            if f"{prefix}/{f}" not in want:
+            if f"{prefix}/{f}" not in want and not (dirpath == root and f == CLASSES_FILE):
                 os.unlink(os.path.join(dirpath, f))
                 counts["removed"] += 1
     items: dict[str, Row] | None = None
@@ -276,8 +295,14 @@ def write_tree(work: Path, rows: Iterable[Row], store: Store, mode: str = "hardl
         if counts["copied"] == 1 and mode == "hardlink":
             mode = "copy"  # one refusal is the file system's answer for all of them
     for dirpath, dirs, files in os.walk(root, topdown=False):
-        if not dirs and not files and dirpath != root:
+        if not dirs and not files and dirpath != root and dirpath not in folders:
             os.rmdir(dirpath)
+    for folder in sorted(folders):
+        os.makedirs(folder, exist_ok=True)
+    if classes:
+        _atomic(Path(root) / CLASSES_FILE, "".join(f"{c}\n" for c in sorted(classes)).encode("utf-8"))
+    elif os.path.exists(os.path.join(root, CLASSES_FILE)):
+        os.unlink(os.path.join(root, CLASSES_FILE))
     log.info("dataset tree %s: %s", root, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty")
     return counts
 

@@ -112,8 +112,11 @@ def build(file: Mapping[str, Any], flags: Mapping[str, Any]) -> RunConfig:
     _check_keys("run", file.get("run", {}), run_keys)
     _check_keys("source", file.get("source", {}), {f.name for f in dataclasses.fields(SourceOptions)})
 
-    stages_raw = layer("run", "stages") or "compress"
+    stages_raw = layer("run", "stages")
+    stages_raw = "compress" if stages_raw is None else stages_raw  # given but empty is an error, not the default
     names = [s.strip() for s in (stages_raw.split(",") if isinstance(stages_raw, str) else stages_raw) if s.strip()]
+    if not names:
+        raise ConfigError(f"no stage given (--stages is empty); name at least one of: {', '.join(s for s in ORDER if s in STAGES)}")
     bad = [s for s in names if s not in STAGES]
     if bad:
         raise ConfigError(f"unknown stage(s) {', '.join(bad)}; available: {', '.join(s for s in ORDER if s in STAGES)}")

@@ -274,7 +274,8 @@ def draw(rgb: Any, faces: list[dict[str, Any]]) -> Any:
 
 
 class Writer:
-    """CSV rows (one per face; one empty row for a frame without faces) or a JSON array, streamed."""
+    """CSV rows (one per face; for a frame without faces one row whose ``status`` says ``no_face``, or
+    ``error`` with the reason in ``error``) or a JSON array, streamed."""
 
     def __init__(self, fmt: str, labels: list[str], stream: Any) -> None:
         import csv
@@ -282,7 +283,7 @@ class Writer:
         self.fmt, self.labels, self.stream, self.first = fmt, labels, stream, True
         if fmt == "csv":
             self.csv = csv.writer(stream, lineterminator="\n")
-            self.csv.writerow(["input", "frame", "face", "x", "y", "w", "h", "det_score", "label", "probability",
+            self.csv.writerow(["input", "frame", "status", "face", "x", "y", "w", "h", "det_score", "label", "probability",
                                *(f"p_{lab}" for lab in labels), "error"])
         else:
             stream.write("[")
@@ -294,9 +295,9 @@ class Writer:
             self.stream.write(("\n" if self.first else ",\n") + json.dumps(obj, ensure_ascii=False))
             faces = []
         elif not faces:
-            self.csv.writerow([source, fr, "", "", "", "", "", "", "", "", *([""] * len(self.labels)), error])
+            self.csv.writerow([source, fr, "error" if error else "no_face", "", "", "", "", "", "", "", "", *([""] * len(self.labels)), error])
         for i, f in enumerate(faces):
-            self.csv.writerow([source, fr, i, *f["box"], f["score"], f["label"], f["probability"],
+            self.csv.writerow([source, fr, "face", i, *f["box"], f["score"], f["label"], f["probability"],
                                *(f["probabilities"][lab] for lab in self.labels), ""])
         self.first = False
         self.stream.flush()

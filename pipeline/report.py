@@ -7,7 +7,10 @@ saved, the model's plots when one was trained, and a paged, filterable gallery o
 was not kept. Gallery rows live in reports/rejected.js (one array, rendered a page at a time).
 Thumbnails of per-item rejections are made in the parallel per-item pass (``make_thumbnail``,
 called from pipeline/shard.py); those of dataset-step rejections (duplicates, quality decisions),
-unknown until then, are made here in parallel; items refused at ingest show a placeholder.
+unknown until then, of ingest refusals whose image decodes (unlabeled, annotator_disagreement) and
+of the kept images duplicates are shown beside, are made here in parallel; what cannot be decoded
+shows a placeholder. Each tile draws its evidence: ocr's text boxes and crop's face box (in pixels
+of the source image, whose size the thumbnail's JPEG comment records), a duplicate's kept partner.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import html
 import json
 import logging
 import os
+import re
 import shutil
+import struct
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +44,10 @@ THUMB_QUALITY = 70
 SPLIT_COLORS = {"train": "#4e79a7", "val": "#f28e2b", "test": "#59a14f", "": "#9aa5b1"}
 # Metrics too bulky or too generic to help explain a rejection on hover.
 _HOVER_SKIP = {"bytes_in", "bytes_out", "width", "height", "landmarks", "split"}
+_SIZE_NOTE = b"facesift source "
+#: Ingest refusals whose image decodes: shown, not a placeholder (the others cannot be read or are unsafe to).
+_SHOWN_AT_INGEST = {"unlabeled", "annotator_disagreement"}
+_DUP_OF = re.compile(r"^(?:exact copy|near duplicate) of (.+?)(?: \(distance [^)]*\))?$")
 
 
 # -- thumbnails ----------------------------------------------------------------------------------
@@ -47,12 +56,42 @@ def thumb_path(work: Path, key: str) -> Path:
 
 
 def make_thumbnail(image: Decoded, key: str, work: Path) -> bool:
-    """Write a small JPEG of *image* for the report; False (never an exception) if it cannot."""
+    """Write a small JPEG of *image* for the report; False (never an exception) if it cannot.
+
+    The JPEG's comment records the size of the upright image it was made from, so that boxes in
+    that image's pixels (crop's face, ocr's text) can be drawn on it later.
+    """
     try:
-        atomic_write(thumb_path(work, key), encode_jpeg(image.at_most(THUMB_SIDE), THUMB_QUALITY))
+        data = encode_jpeg(image.at_most(THUMB_SIDE), THUMB_QUALITY)
+        w, h = image.size
+        note = _SIZE_NOTE + f"{w}x{h}".encode()
+        # A COM segment after SOI and the JFIF APP0 segment (which must come first): every JPEG reader skips it.
+        at = 4 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 2
+        atomic_write(thumb_path(work, key), data[:at] + b"\xff\xfe" + struct.pack(">H", len(note) + 2) + note + data[at:])
         return True
     except Exception:  # undecodable or unwritable: the report shows a placeholder instead
         return False
+
+
+def thumb_source_size(path: str) -> tuple[int, int] | None:
+    """The (w, h) of the image a thumbnail was made from, as make_thumbnail recorded it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    at = 2
+    while head[at : at + 1] == b"\xff" and head[at + 1 : at + 2] in (b"\xe0", b"\xfe") and at + 4 <= len(head):
+        end = at + 2 + struct.unpack(">H", head[at + 2 : at + 4])[0]
+        body = head[at + 4 : end]
+        if head[at + 1] == 0xFE and body.startswith(_SIZE_NOTE):
+            try:
+                w, h = body[len(_SIZE_NOTE) :].decode().split("x")
+                return int(w), int(h)
+            except ValueError:
+                return None
+        at = end
+    return None
 
 
 def _thumb_chunk(task: tuple[list[tuple[str, Item]], Path]) -> int:
@@ -92,6 +131,44 @@ def _source_item(work: Path, r: dict[str, Any], items: dict[str, dict[str, Any]]
             return Item(r["key"], r["source"], str(p))
     row = items.get(split_key(r["key"])[0])
     return item_of_row(row) if row else None
+
+
+# -- evidence drawn on the thumbnails ------------------------------------------------------------
+def _partner(r: dict[str, Any], extra: dict[str, Any]) -> str:
+    """The kept image a duplicate duplicates (``dup_of``, else named in the detail), or ""."""
+    if r["stage"] != "dedup" or r["reason"] != "duplicate":
+        return ""
+    of = extra.get("dup_of") or r["metrics"].get("dup_of")
+    if of:
+        return str(of)
+    m = _DUP_OF.match(str(r["detail"] or ""))
+    return m.group(1) if m else ""
+
+
+def _evidence(r: dict[str, Any], extra: dict[str, Any], thumb: str, partner: str, mate_thumb: str) -> dict[str, Any] | int:
+    """What the tile draws: boxes in source pixels (``size`` of that image), the duplicate's partner, the detail."""
+    m = {**r["metrics"], **extra}
+    ev: dict[str, Any] = {}
+    boxes: list[list[Any]] = []
+    face = [m.get(k) for k in ("box_x", "box_y", "box_w", "box_h")]
+    has_face = all(isinstance(v, (int, float)) for v in face)
+    if r["stage"] == "crop" and has_face:
+        boxes.append([*face, "face"])
+    elif r["stage"] == "ocr":
+        if m.get("text_where", "image") == "image":
+            boxes += [[*b, "text"] for b in m.get("text_boxes") or [] if isinstance(b, list) and len(b) == 4]
+        elif has_face:  # text found in the face crop: show where the crop was
+            boxes.append([*face, "face"])
+    if boxes and thumb and (size := thumb_source_size(thumb)):
+        ev["size"], ev["boxes"] = list(size), boxes
+    if partner:
+        ev["dup"] = [partner, mate_thumb]
+        for k in ("dup_kind", "dup_hamming", "dup_inliers", "dup_overlap"):
+            if m.get(k) not in (None, ""):
+                ev.setdefault("dupm", []).append(f"{k[4:]} {round(m[k], 3) if isinstance(m[k], float) else m[k]}")
+    if r["detail"]:
+        ev["d"] = str(r["detail"])[:200]
+    return ev or 0
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -165,30 +242,51 @@ def collect(work: Path, workers: int = 1) -> dict[str, Any]:
     stages_dropping = {r["stage"] for r in dropped}
     decided = {n: {d["key"]: json.loads(d["metrics"]) for d in store.read_dataset(n) if d["status"] != KEPT}
                for n in names if n in stages_dropping and STAGES[n](None).per_dataset}
-    items: dict[str, dict[str, Any]] | None = None
+    items: dict[str, dict[str, Any]] = {}
+    kept_by_key = {r["key"]: r for r in kept}
     jobs: list[tuple[str, Item]] = []
-    gallery = []
+    queued: set[str] = set()
     troot = str(work / "reports" / "thumbs")
-    for r in dropped:
+
+    def thumb_of(r: dict[str, Any]) -> str:
+        """The row's thumbnail path below thumbs/ (queued to be made when it is missing and can be)."""
         thumb = key_to_relpath(r["key"], ".jpg")
-        has = os.path.isfile(os.path.join(troot, thumb))
-        if not has and r["key"] in decided.get(r["stage"], ()):  # decided after the per-item pass: no thumbnail yet
-            if items is None:
-                items = {i["key"]: i for i in store.read_items()}
+        if os.path.isfile(os.path.join(troot, thumb)):
+            return thumb
+        # Decided after the per-item pass (dedup, quality), refused at ingest though it decodes, or a
+        # kept image a duplicate is shown beside: no thumbnail yet.
+        if r["status"] == KEPT or r["key"] in decided.get(r["stage"], ()) or (r["stage"] == "ingest" and r["reason"] in _SHOWN_AT_INGEST):
+            if not items:
+                items.update((i["key"], i) for i in store.read_items())
             src = _source_item(work, r, items)
-            if src is not None:
+            if src is not None and r["key"] not in queued:
+                queued.add(r["key"])
                 jobs.append((r["key"], src))
-        gallery.append((r, thumb, has))
+        return ""
+
+    gallery = []
+    for r in dropped:
+        extra = decided.get(r["stage"], {}).get(r["key"], {})
+        partner = _partner(r, extra)
+        mate = kept_by_key.get(partner) if partner else None
+        gallery.append((r, extra, thumb_of(r), partner, thumb_of(mate) if mate else ""))
     made = _backfill(work, jobs, workers)
     if jobs:
-        log.info("report: %d of %d thumbnail(s) of dataset-step rejections made", made, len(jobs))
+        log.info("report: %d of %d thumbnail(s) made (dataset-step rejections, ingest refusals, kept duplicates' partners)",
+                 made, len(jobs))
     wanted = {k for k, _ in jobs}
+
+    def made_now(key: str, thumb: str) -> str:
+        rel = key_to_relpath(key, ".jpg")
+        return thumb or (rel if key in wanted and os.path.isfile(os.path.join(troot, rel)) else "")
+
     rows = []
-    for r, thumb, has in gallery:
-        if not has and r["key"] in wanted:
-            has = os.path.isfile(os.path.join(troot, thumb))
-        extra = decided.get(r["stage"], {}).get(r["key"], {})
-        rows.append((r["key"], r["stage"], r["reason"], r["status"], thumb if has else "", _hover(r, extra)))
+    for r, extra, thumb, partner, mate_thumb in gallery:
+        thumb = made_now(r["key"], thumb)
+        if partner and not mate_thumb:
+            mate_thumb = made_now(partner, "")
+        ev = _evidence(r, extra, os.path.join(troot, thumb) if thumb else "", partner, mate_thumb)
+        rows.append((r["key"], r["stage"], r["reason"], r["status"], thumb, _hover(r, extra), ev))
     cells = Counter((r["label"], r["metrics"].get("split", "")) for r in kept)
     saved = (sum(int(r["metrics"].get("bytes_in") or 0) for r in kept), sum(int(r["metrics"].get("bytes_out") or 0) for r in kept))
     return {"stages": names, "stats": stats, "cells": cells, "saved": saved, "rows": rows}
@@ -207,7 +305,7 @@ def build(work: Path, workers: int | None = None) -> Path:
     reasons = sorted({r[2] for r in data["rows"]})
     statuses = sorted({r[3] for r in data["rows"]})
     js = {"stages": stages, "reasons": reasons, "statuses": statuses,
-          "rows": [[k, stages.index(s), reasons.index(rs), statuses.index(st), t, h] for k, s, rs, st, t, h in data["rows"]]}
+          "rows": [[k, stages.index(s), reasons.index(rs), statuses.index(st), t, h, ev] for k, s, rs, st, t, h, ev in data["rows"]]}
     atomic_write(out / "rejected.js", ("window.FACESIFT_REJECTED = " + json.dumps(js, ensure_ascii=False, separators=(",", ":"))
                                        + ";\n").encode("utf-8"))
     model = _model_section(work, out)
@@ -219,7 +317,7 @@ def build(work: Path, workers: int | None = None) -> Path:
             f"{html.escape(', '.join(data['stages']))}</p></header>\n<main>\n{body}\n</main>\n"
             f'<script src="rejected.js"></script>\n<script>{report_assets.JS}</script>\n</body></html>\n')
     atomic_write(out / "index.html", page.encode("utf-8"))
-    log.info("report: %s (%d not kept)", out / "index.html", len(data["rows"]))
+    log.debug("report: %s (%d not kept)", out / "index.html", len(data["rows"]))  # the caller says where it is
     return out / "index.html"
 
 
@@ -231,9 +329,12 @@ def _summary(data: dict[str, Any]) -> str:
     st = data["stats"]
     cards = [(f"{st.items:,}", "items in the input"), (f"{st.final_kept:,}", "kept (manifest.csv)"),
              (f"{len(data['rows']):,}", "not kept (rejected.csv)")]
-    b_in, b_out = data["saved"]
-    if b_in:
-        cards.append((f"{_mb(b_in - b_out)}", f"saved by compress on the kept images: {_mb(b_in)} &rarr; {_mb(b_out)} ({b_in / max(b_out, 1):.1f}x smaller)"))
+    if st.bytes_in:  # the run summary's figure: every image compress kept, whatever later stages did with it
+        k_in, k_out = data["saved"]
+        cards.append((f"{_mb(st.bytes_in - st.bytes_out)}",
+                      f"saved by compress over the {st.kept['compress']:,} image(s) it kept: {_mb(st.bytes_in)} &rarr; {_mb(st.bytes_out)} "
+                      f"({st.bytes_in / max(st.bytes_out, 1):.1f}x smaller); over the {st.final_kept:,} kept in manifest.csv: "
+                      f"{_mb(k_in)} &rarr; {_mb(k_out)}"))
     html_cards = "".join(f"<div class=card><b>{v}</b><span>{t}</span></div>" for v, t in cards)
     return (f"<section><h2>Summary</h2><div class=cards>{html_cards}</div>"
             f'<p class=muted>Files: <a href="rejected.csv">rejected.csv</a> (every item not kept, with stage, reason and '
@@ -278,7 +379,13 @@ def _split_section(data: dict[str, Any]) -> str:
         name = "<b>all</b>" if lab is None else html.escape(lab or "(no label)")
         body.append(f"<tr><td>{name}</td>{tds}<td><b>{total:,}</b></td></tr>")
     table = f"<table><tr><th>class</th>{head}<th>total</th></tr>{''.join(body)}</table>"
-    return f"<section><h2>Classes and splits</h2><div class=row>{table}{_chart(cells, labels, splits)}</div></section>"
+    from stages.split import empty_splits
+
+    totals = Counter({lab: sum(cells[lab, s] for s in splits) for lab in labels if lab})
+    gaps = empty_splits(cells, totals, [s for s in splits if s])
+    warn = "".join(f"<p class=warn>&#9888; class {html.escape(lab)} has no {' or '.join(miss)} image: "
+                   f"no score on {' or '.join(miss)} says anything about it</p>" for lab, miss in gaps.items())
+    return f"<section><h2>Classes and splits</h2>{warn}<div class=row>{table}{_chart(cells, labels, splits)}</div></section>"
 
 
 def _chart(cells: Counter[tuple[str, str]], labels: Sequence[str], splits: Sequence[str]) -> str:
@@ -288,7 +395,7 @@ def _chart(cells: Counter[tuple[str, str]], labels: Sequence[str], splits: Seque
     most = max(sum(cells[lab, s] for s in splits) for lab in labels) or 1
     h = top + len(labels) * (bar + gap) + 10
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 70}" height="{h}" role="img" '
-             f'aria-label="images per class and split" font-size="12" font-family="sans-serif">']
+             f'aria-label="images per class and split" font-size="12">']
     x = left
     for s in splits:  # legend
         parts.append(f'<rect x="{x}" y="6" width="12" height="12" fill="{SPLIT_COLORS.get(s, "#9aa5b1")}"/>'

@@ -8,7 +8,9 @@ so 100k+ rejections cost one array scan per filter change, never 100k DOM nodes.
 CSS = """
 :root { --fg:#1d232a; --muted:#5b6670; --line:#d9dee3; --bg:#f6f7f9; --card:#fff; --accent:#2f6db5; }
 * { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans KR", sans-serif;
+/* Korean names (AIHub keys, class folders) need a Hangul font: the CJK faces come before the generic family. */
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans CJK KR", "Noto Sans KR",
+       "Apple SD Gothic Neo", "Malgun Gothic", "NanumGothic", "Noto Sans CJK JP", sans-serif;
        color: var(--fg); background: var(--bg); }
 header { padding: 18px 28px 8px; }
 header h1 { margin: 0 0 4px; font-size: 22px; }
@@ -32,14 +34,24 @@ a:hover { text-decoration: underline; }
 .controls select, .controls input, .controls button { font: inherit; padding: 3px 6px; }
 #gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(168px, 1fr)); gap: 10px; }
 .tile { margin: 0; border: 1px solid var(--line); border-radius: 6px; padding: 4px; background: #fafbfc; overflow: hidden; }
-.tile img, .tile .ph { display: block; width: 160px; height: 160px; object-fit: contain; margin: 0 auto; background: #eef0f3; }
+.tile.pair { grid-column: span 2; }
+.pics { display: flex; gap: 6px; justify-content: center; }
+.pic { position: relative; width: 160px; height: 160px; flex: none; }
+.pic img, .tile .ph { display: block; width: 160px; height: 160px; object-fit: contain; background: #eef0f3; }
+.pic svg { position: absolute; left: 0; top: 0; width: 160px; height: 160px; pointer-events: none; }
+.pic svg rect { fill: none; stroke-width: 2px; }
+.pic .b-text { stroke: #ff1f8f; }
+.pic .b-face { stroke: #00c8ff; }
+.pic .tag { position: absolute; left: 0; bottom: 0; font-size: 10px; padding: 0 4px; background: rgba(29,35,42,.75); color: #fff; }
 .tile .ph { display: flex; align-items: center; justify-content: center; color: var(--muted); font-size: 12px;
             text-align: center; border: 1px dashed #b8c0c8; }
-.tile figcaption { font-size: 11px; line-height: 1.3; margin-top: 4px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.tile figcaption { font-size: 11px; line-height: 1.3; margin-top: 4px; overflow-wrap: anywhere; }
+.tile figcaption .why { display: -webkit-box; -webkit-line-clamp: 3; -webkit-box-orient: vertical; overflow: hidden; color: var(--muted); }
 .tile figcaption b { font-weight: 600; }
 .tile.failed { border-color: #d98c8c; }
 .pager { display: flex; gap: 8px; align-items: center; margin: 10px 0; }
 .muted { color: var(--muted); }
+.warn { color: #8a4b00; background: #fff4e0; border: 1px solid #f0c987; border-radius: 4px; padding: 4px 8px; margin: 0 0 8px; }
 .model img { max-width: 480px; border: 1px solid var(--line); }
 """
 
@@ -47,7 +59,10 @@ JS = r"""
 (function () {
   "use strict";
   var D = window.FACESIFT_REJECTED || {stages: [], reasons: [], statuses: [], rows: []};
-  var rows = D.rows;  // [key, stage index, reason index, status index, thumbnail path or "", hover text]
+  // [key, stage index, reason index, status index, thumbnail path or "", hover text, evidence or 0]; evidence:
+  // {size: [w, h] of the image boxes are in, boxes: [[x, y, w, h, "text"|"face"]], dup: [kept key, its thumbnail], d: detail}
+  var rows = D.rows;
+  var SVG = "http://www.w3.org/2000/svg";
   function el(id) { return document.getElementById(id); }
   var stageSel = el("f-stage"), reasonSel = el("f-reason"), keyBox = el("f-key"), sizeSel = el("f-size");
   var gallery = el("gallery"), info = el("g-info"), pageBox = el("g-page");
@@ -81,27 +96,62 @@ JS = r"""
     }
   }
   function url(path) { return "thumbs/" + path.split("/").map(encodeURIComponent).join("/"); }
-  function tile(r) {
-    var f = document.createElement("figure");
-    f.className = "tile " + D.statuses[r[3]];
-    f.title = r[5];
-    var pic;
-    if (r[4]) {
-      pic = document.createElement("img");
-      pic.loading = "lazy"; pic.decoding = "async"; pic.alt = r[0]; pic.src = url(r[4]);
+  function picture(path, key, why, ev, tag) {
+    var box = document.createElement("div");
+    box.className = "pic";
+    if (path) {
+      var img = document.createElement("img");
+      img.loading = "lazy"; img.decoding = "async"; img.alt = key; img.src = url(path);
+      box.appendChild(img);
     } else {
-      pic = document.createElement("div");
-      pic.className = "ph";
-      pic.textContent = "no preview (" + D.reasons[r[2]] + ")";
+      var ph = document.createElement("div");
+      ph.className = "ph";
+      ph.textContent = "no preview (" + why + ")";
+      box.appendChild(ph);
     }
-    pic.title = r[5];
+    if (path && ev && ev.size && ev.boxes) {  // the viewBox scales as object-fit: contain does
+      var svg = document.createElementNS(SVG, "svg");
+      svg.setAttribute("viewBox", "0 0 " + ev.size[0] + " " + ev.size[1]);
+      svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+      ev.boxes.forEach(function (b) {
+        var rect = document.createElementNS(SVG, "rect");
+        rect.setAttribute("x", b[0]); rect.setAttribute("y", b[1]);
+        rect.setAttribute("width", b[2]); rect.setAttribute("height", b[3]);
+        rect.setAttribute("class", "b-" + b[4]);
+        rect.setAttribute("vector-effect", "non-scaling-stroke");
+        svg.appendChild(rect);
+      });
+      box.appendChild(svg);
+    }
+    if (tag) {
+      var t = document.createElement("span");
+      t.className = "tag"; t.textContent = tag;
+      box.appendChild(t);
+    }
+    return box;
+  }
+  function tile(r) {
+    var f = document.createElement("figure"), ev = r[6] || {}, reason = D.reasons[r[2]];
+    f.className = "tile " + D.statuses[r[3]] + (ev.dup ? " pair" : "");
+    f.title = r[5];
+    var pics = document.createElement("div");
+    pics.className = "pics";
+    pics.appendChild(picture(r[4], r[0], reason, ev, ev.dup ? "not kept" : ""));
+    if (ev.dup) pics.appendChild(picture(ev.dup[1], ev.dup[0], "kept", null, "kept"));
     var c = document.createElement("figcaption"), b = document.createElement("b");
-    b.textContent = D.stages[r[1]] + " \u00b7 " + D.reasons[r[2]];
+    b.textContent = D.stages[r[1]] + " \u00b7 " + reason;
     c.appendChild(b);
     c.appendChild(document.createElement("br"));
-    var name = r[0].split("/").pop();  // AIHub names start with a long hash: keep the telling end
-    c.appendChild(document.createTextNode(name.length > 34 ? "\u2026" + name.slice(-33) : name));
-    f.appendChild(pic); f.appendChild(c);
+    c.appendChild(document.createTextNode(r[0].split("/").pop()));  // the whole name, wrapped; the key is in the title
+    if (ev.dup) {
+      c.appendChild(document.createElement("br"));
+      c.appendChild(document.createTextNode("kept: " + ev.dup[0].split("/").pop() + (ev.dupm ? " (" + ev.dupm.join(", ") + ")" : "")));
+    } else if (ev.d) {
+      var w = document.createElement("span");
+      w.className = "why"; w.textContent = ev.d;
+      c.appendChild(w);
+    }
+    f.appendChild(pics); f.appendChild(c);
     return f;
   }
   function pages() { return Math.max(1, Math.ceil(hits.length / st.size)); }

@@ -272,8 +272,9 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> RunResult:
     store.save_failures({"shards": failed})
     if not failed:
         dataset_pass(cfg, store, items)
-    link = getattr(cfg.params.get("split"), "link", "hardlink")
-    stats = export.write(cfg.out, cfg.stages, store, got.missing, link=link, read=lambda row: sources.read_item(item_of_row(row)))
+    split = cfg.params.get("split")
+    stats = export.write(cfg.out, cfg.stages, store, got.missing, link=getattr(split, "link", "hardlink"),
+                         read=lambda row: sources.read_item(item_of_row(row)), ignored=got.ignored, splits=getattr(split, "names", ()))
     report.build(cfg.out, cfg.workers)
     summary = export.summary(stats, cfg.out, time.monotonic() - t0)
     return RunResult(not failed, failed, summary)

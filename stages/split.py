@@ -193,6 +193,12 @@ def _source_split(recs: Sequence[dict[str, Any]], comp: list[int], names: Sequen
     return max(names, key=lambda s: (votes[s], -names.index(s)))
 
 
+def empty_splits(by_label: Counter[tuple[str, str]], totals: Counter[str], names: Sequence[str]) -> dict[str, list[str]]:
+    """Per class with an image, the splits (other than train) that got none of it, classes sorted."""
+    return {lab: miss for lab in sorted(totals) if totals[lab]
+            and (miss := [s for s in names if s != "train" and not by_label[lab, s]])}
+
+
 def _log_balance(recs: Sequence[dict[str, Any]], splits: Sequence[str], p: SplitParams) -> None:
     count = Counter(splits)
     by_label: Counter[tuple[str, str]] = Counter((r.get("label") or "", s) for r, s in zip(recs, splits, strict=True))
@@ -201,6 +207,9 @@ def _log_balance(recs: Sequence[dict[str, Any]], splits: Sequence[str], p: Split
                  for s, ratio in zip(p.names, p.ratios, strict=True)), default=0.0)
     log.info("split: %s; worst per-label deviation from the ratios %.1f points",
              ", ".join(f"{s} {count[s]}" for s in p.names), 100 * worst)
+    for lab, names in empty_splits(by_label, totals, p.names).items():
+        log.warning("split: class %r has no %s image (its %d are all in %s): no score on %s says anything about it",
+                    lab, " or ".join(names), totals[lab], " and ".join(s for s in p.names if by_label[lab, s]), " or ".join(names))
     if p.keep_source:
         moved = sum(1 for r, s in zip(recs, splits, strict=True)
                     if (r.get("meta") or {}).get("source_split") in SPLITS and r["meta"]["source_split"] != s)

@@ -147,6 +147,8 @@ def test_config_file_and_flags_merge(shared, tmp_path, cli) -> None:
         (["run", "--frobnicate"], "unrecognized arguments"),
         (["frobnicate"], "invalid choice"),
         (["status", "/does/not/exist"], "not a facesift workspace"),
+        (["run", "-i", "in", "-o", "w", "--stages", ""], "no stage given (--stages is empty)"),
+        (["run", "-i", "in", "-o", "w", "--stages", " , "], "no stage given (--stages is empty)"),
         (["run", "-i", "in", "-o", "w", "--config", "/no/such.toml"], "not found"),
     ],
 )

@@ -164,8 +164,49 @@ def run(cli, faces: Path, work: Path, *extra: str) -> list[dict[str, str]]:
 
 
 def tree(work: Path) -> dict[str, Path]:
+    """The image files of the dataset/ tree (dataset/classes.txt aside)."""
     root = work / "dataset"
-    return {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+    return {str(p.relative_to(root)): p for p in root.rglob("*") if (p.is_file() or p.is_symlink()) and p.parent != root}
+
+
+def test_a_class_missing_from_a_split_is_warned_and_still_has_its_folder_in_every_split(faces, tmp_path, cli, shared) -> None:
+    src = tmp_path / "in"
+    shutil.copytree(faces, src)
+    (src / "fear").mkdir()
+    with zipfile.ZipFile(shared / "fer2013/train.zip") as z:  # one person: the class cannot reach val or test
+        for i, n in enumerate(sorted(n for n in z.namelist() if n.startswith("train/fear/") and n.endswith(".jpg"))[:2]):
+            (src / "fear" / f"p99_fear_{i}.jpg").write_bytes(z.read(n))
+    (src / "notes.txt").write_text("not an image")
+    (src / "sad" / "Thumbs.db").write_bytes(b"\0" * 10)
+    work = tmp_path / "w"
+    code, out, err = cli("run", "-i", src, "-o", work, "--stages", "compress,split", "--workers", "1", "--shard-size", "8",
+                         "--split-group-regex", r"/(p\d+)_")
+    assert code == 0, err
+    rows = read_csv(work / "manifest.csv")
+    fear = {r["split"] for r in rows if r["label"] == "fear"}
+    assert len(fear) == 1
+    missing = [s for s in ("val", "test") if s not in fear]
+    assert f"W split: class 'fear' has no {' or '.join(missing)} image" in err
+    classes = (work / "dataset/classes.txt").read_text(encoding="utf-8").splitlines()
+    assert classes == ["fear", "happy", "sad", "surprise"]
+    for split in ("train", "val", "test"):  # Keras and torchvision number classes by these sorted folders
+        assert sorted(p.name for p in (work / "dataset" / split).iterdir() if p.is_dir()) == classes
+    for s in missing:
+        assert not list((work / "dataset" / s / "fear").iterdir())
+    assert "class fear has no " + " or ".join(missing) + " image" in (work / "reports/index.html").read_text(encoding="utf-8")
+    # Files that are not images are named, not just counted.
+    assert read_csv(work / "reports/ignored.csv") == [{"file": "notes.txt"}, {"file": "sad/Thumbs.db"}]
+    assert "2 file(s) that are not images ignored: reports/ignored.csv" in out
+    # A class that leaves the data leaves the tree: no stale empty folder, classes.txt follows.
+    shutil.rmtree(src / "fear")
+    (src / "notes.txt").unlink()
+    (src / "sad" / "Thumbs.db").unlink()
+    code, out, err = cli("run", "-i", src, "-o", work, "--stages", "compress,split", "--workers", "1", "--shard-size", "8",
+                         "--split-group-regex", r"/(p\d+)_")
+    assert code == 0, err
+    assert (work / "dataset/classes.txt").read_text(encoding="utf-8").splitlines() == ["happy", "sad", "surprise"]
+    assert not any((work / "dataset" / s / "fear").exists() for s in ("train", "val", "test"))
+    assert read_csv(work / "reports/ignored.csv") == [] and "not images" not in out
 
 
 def test_manifest_split_is_the_same_with_one_and_two_workers_and_persons_do_not_leak(faces, tmp_path, cli) -> None:
@@ -230,7 +271,7 @@ def test_keras_loads_the_exported_tree(faces, tmp_path, cli) -> None:
 
     ds = tf.keras.utils.image_dataset_from_directory(work / "dataset/train", image_size=(48, 48), batch_size=8, shuffle=False)
     train = [r for r in rows if r["split"] == "train"]
-    assert ds.class_names == sorted({r["label"] for r in train})
+    assert ds.class_names == sorted({r["label"] for r in train}) == (work / "dataset/classes.txt").read_text().split()
     n = 0
     for images, labels in ds:
         assert images.shape[1:] == (48, 48, 3)

@@ -25,6 +25,7 @@ class Ingested:
         rejected: items refused at ingest, with reason and detail.
         notes: one-line facts for the run summary (ignored files, records without images, ...).
         missing: label records whose image is not in the input (AIHub).
+        ignored: keys of the input files that are not images (nor label files), listed in reports/ignored.csv.
     """
 
     layout: str
@@ -32,6 +33,7 @@ class Ingested:
     rejected: list[tuple[Item, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
     signature: str = ""
 
 
@@ -95,6 +97,9 @@ def ingest(root: Path, opts: SourceOptions) -> Ingested:
     result.signature = signature(entries)
     result.items.sort(key=lambda i: i.key)
     result.rejected.sort(key=lambda r: r[0].key)
+    result.ignored.sort()
+    if result.ignored:
+        result.notes.append(f"ignored {len(result.ignored)} non-image file(s), listed in reports/ignored.csv")
     return result
 
 

@@ -84,13 +84,13 @@ def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
     out = Ingested("aihub")
     records, out.notes = load_records(entries)
     seen: set[str] = set()
-    ignored = 0
     for e in entries:
         if e.error:
             out.rejected.append((item_of(e), *e.error))
             continue
         if e.suffix not in IMAGE_SUFFIXES:
-            ignored += e.suffix != ".json"
+            if e.suffix != ".json":
+                out.ignored.append(e.key)
             continue
         name = e.key.rsplit("/", 1)[-1]
         rec = records.get(name)
@@ -114,8 +114,6 @@ def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
     out.missing = sorted(set(records) - seen)
     if out.missing:
         out.notes.append(f"{len(out.missing)} label record(s) name an image that is not in the input")
-    if ignored:
-        out.notes.append(f"ignored {ignored} non-image file(s)")
     return out
 
 

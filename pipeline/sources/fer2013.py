@@ -42,7 +42,6 @@ def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
     from pipeline.sources import Ingested, item_of
 
     out = Ingested("fer2013")
-    ignored = 0
     for e in entries:
         if e.error:
             out.rejected.append((item_of(e), *e.error))
@@ -57,9 +56,7 @@ def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
             else:
                 out.items.append(item)
         else:
-            ignored += 1
-    if ignored:
-        out.notes.append(f"ignored {ignored} non-image file(s)")
+            out.ignored.append(e.key)
     return out
 
 

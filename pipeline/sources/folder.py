@@ -14,7 +14,6 @@ def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
     from pipeline.sources import Ingested, item_of
 
     out = Ingested("folder")
-    ignored = 0
     for e in entries:
         parts = e.key.split("/")
         label = opts.canonical(parts[0]) if len(parts) > 1 else ""
@@ -22,11 +21,9 @@ def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
         if e.error:
             out.rejected.append((item, *e.error))
         elif e.suffix not in IMAGE_SUFFIXES:
-            ignored += 1
+            out.ignored.append(e.key)
         elif why := opts.refuse(label):
             out.rejected.append((item, "unlabeled", why if label else "not inside a class folder"))
         else:
             out.items.append(item)
-    if ignored:
-        out.notes.append(f"ignored {ignored} non-image file(s)")
     return out
