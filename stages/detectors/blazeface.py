@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from stages.base import Item
-from stages.detectors.base import Backend, Face, nms, package_file, refit, register
+from stages.detectors.base import Backend, Face, nms, package_file, quiet_stderr, refit, register
 
 MODELS = {  # name: (file, input side it was trained on, anchor strides)
     "short": ("face_detection_short_range.tflite", 128, (8, 16, 16, 16)),
@@ -59,11 +59,13 @@ class BlazeNet:
         if (h, w) not in self.runners:
             from ai_edge_litert.interpreter import Interpreter
 
-            it = Interpreter(model_path=self.path, num_threads=1)
+            with quiet_stderr():  # LiteRT announces its XNNPACK delegate on stderr
+                it = Interpreter(model_path=self.path, num_threads=1)
             inp = it.get_input_details()[0]["index"]
             if (h, w) != (self.trained, self.trained):
                 it.resize_tensor_input(inp, [1, h, w, 3])
-            it.allocate_tensors()
+            with quiet_stderr():
+                it.allocate_tensors()
             outs = sorted(it.get_output_details(), key=lambda d: -int(d["shape"][-1]))  # regressors, then scores
             self.runners[h, w] = (it, inp, [d["index"] for d in outs], anchors(h, w, self.strides))
         return self.runners[h, w]
