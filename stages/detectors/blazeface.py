@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from stages.base import Item
-from stages.detectors.base import Backend, Face, nms, package_file, quiet_stderr, refit, register
+from stages.detectors.base import Backend, Face, package_file, quiet_stderr, refit, register
 
 MODELS = {  # name: (file, input side it was trained on, anchor strides)
     "short": ("face_detection_short_range.tflite", 128, (8, 16, 16, 16)),
@@ -106,7 +106,7 @@ class BlazeFace(Backend):
     #: (model, longer side in px of the view it looks at; 0 for the full-range model's own 192)
     passes: ClassVar[tuple[tuple[str, int], ...]] = (("full", 0), ("short", 256))
     #: score a face must reach
-    threshold: ClassVar[float] = 0.7
+    threshold: ClassVar[float] = 0.8
     nms_iou: ClassVar[float] = 0.3
     #: BlazeFace's tight box -> the face from hairline to chin (centre shift and scale in box sizes,
     #: the median over the tuned part's FDDB faces; see BENCHMARKS.md)
@@ -117,15 +117,20 @@ class BlazeFace(Backend):
         self.nets = {m: BlazeNet(m) for m in {m for m, _ in self.passes}}
 
     def candidates(self, rgb: np.ndarray, threshold: float) -> list[Face]:
+        """Faces scoring *threshold* in any pass, after non-maximum suppression (best first)."""
+        import cv2
+
         h, w = rgb.shape[:2]
-        faces = []
-        for model, side in self.passes:
-            for score, x0, y0, x1, y1 in self.nets[model](rgb, threshold, side):
-                bx0, by0 = max(0.0, float(x0) * w), max(0.0, float(y0) * h)
-                bx1, by1 = min(float(w), float(x1) * w), min(float(h), float(y1) * h)
-                if bx1 - bx0 >= 2 and by1 - by0 >= 2:
-                    faces.append(Face((bx0, by0, bx1 - bx0, by1 - by0), round(float(score), 4)))
-        return nms(faces, self.nms_iou)
+        rows = np.concatenate([self.nets[model](rgb, threshold, side) for model, side in self.passes])
+        x0, y0 = np.maximum(rows[:, 1] * w, 0.0), np.maximum(rows[:, 2] * h, 0.0)
+        x1, y1 = np.minimum(rows[:, 3] * w, float(w)), np.minimum(rows[:, 4] * h, float(h))
+        ok = (x1 - x0 >= 2) & (y1 - y0 >= 2)
+        boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)[ok].astype(float)
+        scores = rows[ok, 0].astype(float)
+        if not len(scores):
+            return []
+        keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), threshold, self.nms_iou)  # C++: best first
+        return [Face(tuple(boxes[i].tolist()), round(float(scores[i]), 4)) for i in np.asarray(keep).reshape(-1)]  # type: ignore[arg-type]
 
     def detect(self, rgb: np.ndarray, item: Item) -> list[Face]:
         if min(rgb.shape[:2]) < 16:
