@@ -116,8 +116,8 @@ def dev_part(name: str, negatives: Sequence[str]) -> str:
     return "tuned" if sorted(negatives).index(name) % 2 else "untuned"
 
 
-def load_dev(shared: Path) -> dict[str, Any]:
-    """faces/dev: truth boxes per file, the negatives, and each file's part."""
+def load_dev(shared: Path, swap: bool = False) -> dict[str, Any]:
+    """faces/dev: truth boxes per file, the negatives, and each file's part (*swap*: the parts exchanged)."""
     dev = shared / "faces" / "dev"
     boxes: dict[str, list[Box]] = {}
     with open(dev / "boxes.csv", encoding="utf-8", newline="") as fh:
@@ -126,7 +126,8 @@ def load_dev(shared: Path) -> dict[str, Any]:
     with open(dev / "negatives.csv", encoding="utf-8", newline="") as fh:
         negatives = sorted(r["file"] for r in csv.DictReader(fh))
     return {"dir": dev / "images", "boxes": boxes, "negatives": negatives,
-            "part": {f: dev_part(f, negatives) for f in [*boxes, *negatives]}}
+            "part": {f: {"tuned": "untuned", "untuned": "tuned"}[p] if swap else p
+                     for f in [*boxes, *negatives] for p in [dev_part(f, negatives)]}}
 
 
 def dev_faces(det: Any, dev: dict[str, Any], files: Sequence[str]) -> dict[str, tuple[list[Face], tuple[int, int]]]:
@@ -161,7 +162,7 @@ def dev_scores(found: dict[str, tuple[list[Face], tuple[int, int]]], dev: dict[s
     return res
 
 
-def sweep(name: str, dev: dict[str, Any]) -> None:
+def sweep(name: str, dev: dict[str, Any], swap: bool = False) -> None:
     """The tuned part's figures over a range of *name*'s final score threshold."""
     cls = DETECTORS[name]
     attr = SWEEP.get(name) or ""
@@ -170,7 +171,7 @@ def sweep(name: str, dev: dict[str, Any]) -> None:
     det = create(name)
     files = [f for f, p in dev["part"].items() if p == "tuned"]
     found = dev_faces(det, dev, files)
-    print(f"{name}: tuned part ({len(files)} photos), P/R/F1 at IoU >= 0.4, negatives with any box / kept / photos")
+    print(f"{name}: {'untuned part (--swap)' if swap else 'tuned part'} ({len(files)} photos), P/R/F1 at IoU >= 0.4, negatives with any box / kept / photos")
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
         r = dev_scores(found, dev, t)
         p, rc, f1 = prf(*r["tuned"])
@@ -279,16 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="comma-separated; 'classic' is the baseline")
     ap.add_argument("--sets", default="shared,dev", help="shared: presence, groups and timing; dev: faces/dev")
     ap.add_argument("--sweep", metavar="BACKEND", help="only print the tuned part of faces/dev over a range of BACKEND's threshold")
+    ap.add_argument("--swap", action="store_true", help="exchange the tuned and untuned parts of faces/dev (the reverse check)")
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--repeat", type=int, default=1, help="time each image this many times, keep the best")
     args = ap.parse_args(argv)
     pin_threads()
     if args.sweep:
-        sweep(args.sweep, load_dev(args.shared))
+        sweep(args.sweep, load_dev(args.shared, args.swap), args.swap)
         return 0
     sets = set(args.sets.split(","))
     if "dev" in sets:
-        print_dev(args.backends.split(","), load_dev(args.shared))
+        print_dev(args.backends.split(","), load_dev(args.shared, args.swap))
     if "shared" not in sets:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
