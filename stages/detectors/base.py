@@ -137,6 +137,15 @@ def import_tensorflow() -> object:
     return tf
 
 
+def refit(face: Face, fit: tuple[float, float, float, float]) -> Face:
+    """*face* with its box moved and scaled to another box convention: *fit* is (dx, dy, sw, sh),
+    the centre shift in box widths/heights and the width/height factors."""
+    dx, dy, sw, sh = fit
+    x, y, w, h = face.box
+    cx, cy = x + w / 2 + dx * w, y + h / 2 + dy * h
+    return Face((cx - w * sw / 2, cy - h * sh / 2, w * sw, h * sh), face.score, face.landmarks)
+
+
 def nms(faces: list[Face], iou: float) -> list[Face]:
     """Greedy non-maximum suppression by score (ties: position) — deterministic."""
     kept: list[Face] = []

@@ -1,0 +1,114 @@
+"""The default face detector (cascade: BlazeFace proposals, MTCNN second opinion) and blazeface on
+real photos of faces/dev: masked faces, faces of 14-20 px, boxes near the truth (IoU), negatives
+(animals, a LEGO figure, a toy with a drawn face, painted sneakers) without a face."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.images import Decoded, to_rgb
+from stages.base import Item
+from stages.crop import DEFAULT_DETECTOR, CropParams, choose, find_faces
+from stages.detectors import DETECTORS, Face, create
+from stages.detectors.base import box_iou, refit
+from stages.detectors.blazeface import MODELS, BlazeNet, anchors
+
+HARD_NEGATIVES = ("sir_lego.jpg", "sir_toy.jpg", "sir_canvas.jpg", "sir_shoes.jpg")  # printed, drawn, painted faces; legs
+
+
+def dev_truth(shared: Path) -> dict[str, list[tuple[tuple[float, ...], str]]]:
+    out: dict[str, list[tuple[tuple[float, ...], str]]] = {}
+    with open(shared / "faces" / "dev" / "boxes.csv", encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            out.setdefault(r["file"], []).append((tuple(float(r[k]) for k in "xywh"), r["kind"]))
+    return out
+
+
+def faces_in(det: object, path: Path) -> list[Face]:
+    return find_faces(det, Decoded.from_bytes(path.read_bytes()), Item(path.name, str(path), str(path)))[0]
+
+
+def best_iou(faces: list[Face], box: tuple[float, ...]) -> float:
+    return max((box_iou(f.box, box) for f in faces), default=0.0)
+
+
+@pytest.fixture(scope="module")
+def default() -> object:
+    return create(DEFAULT_DETECTOR)
+
+
+def test_the_default_is_the_cascade() -> None:
+    assert DEFAULT_DETECTOR == "cascade" and DETECTORS["cascade"].side == 640
+
+
+@pytest.mark.parametrize("name, at_least", [("mw_train_img_11.jpg", 4), ("mw_train_img_127.jpg", 6), ("mw_train_img_105.jpg", 6)])
+def test_masked_faces_found_near_the_truth(shared: Path, default: object, name: str, at_least: int) -> None:
+    faces = faces_in(default, shared / "faces" / "dev" / "images" / name)
+    truth = dev_truth(shared)[name]
+    masked = [b for b, kind in truth if kind == "with_mask"]
+    found = [b for b in masked if best_iou(faces, b) >= 0.5]
+    assert len(found) >= at_least, (name, len(found), len(masked))
+    assert all(f.landmarks is not None and len(f.landmarks) == 5 for f in faces)  # MTCNN's O-Net adds them
+    assert len(faces) <= len(truth) + 3  # a few background faces carry no box; not a box on every texture
+
+
+def test_small_faces_of_14_to_38_px_found(shared: Path, default: object) -> None:
+    truth = dev_truth(shared)
+    for name, n in (("fddb_000127.jpg", 3), ("fddb_000066.jpg", 3)):
+        faces = faces_in(default, shared / "faces" / "dev" / "images" / name)
+        small = [b for b, _ in truth[name] if b[2] < 40]
+        assert sum(best_iou(faces, b) >= 0.5 for b in small) >= n, name
+
+
+def kept(faces: list[Face], path: Path) -> bool:
+    """Whether the crop stage's defaults would keep one of *faces* (size rules included)."""
+    size = Decoded.from_bytes(path.read_bytes()).size
+    return not isinstance(choose(faces, size, CropParams(detector="annotations")), tuple)
+
+
+def test_negatives_give_no_face(shared: Path, default: object) -> None:
+    dev = shared / "faces" / "dev"
+    with open(dev / "negatives.csv", encoding="utf-8", newline="") as fh:
+        names = [r["file"] for r in csv.DictReader(fh)]
+    assert set(HARD_NEGATIVES) <= set(names) and len(names) == 46
+    found = {n: faces_in(default, dev / "images" / n) for n in names}
+    # measured: a box on 4 of 46 (an Egyptian cat, a gorilla, the Statue of Liberty, painted sneakers); the
+    # cat's and the street's are big enough to be kept: the target allows 2 of 46
+    assert len([n for n, f in found.items() if f]) <= 4
+    assert len([n for n, f in found.items() if kept(f, dev / "images" / n)]) <= 2
+    assert not [n for n in ("sir_lego.jpg", "sir_toy.jpg", "sir_shoes.jpg") if found[n]]
+
+
+def test_no_face_photos_of_presence_stay_empty(shared: Path, default: object) -> None:
+    with open(shared / "faces" / "presence.csv", encoding="utf-8", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["has_face"] == "0"]
+    assert len(rows) == 15
+    # measured: one false face (39x46 px, score 0.72) in the garage shelves behind the motorcycle
+    assert [r["file"] for r in rows if faces_in(default, shared / "faces" / r["file"])] in ([], ["presence/sk_motorcycle.png"])
+
+
+def test_blazeface_anchors_and_a_box_near_the_truth(shared: Path) -> None:
+    assert anchors(128, 128, MODELS["short"][2]).shape == (896, 2)
+    assert anchors(192, 192, MODELS["full"][2]).shape == (2304, 2)
+    assert anchors(384, 256, MODELS["short"][2]).shape == (48 * 32 * 2 + 24 * 16 * 6, 2)
+    det = create("blazeface")
+    faces = faces_in(det, shared / "faces" / "presence" / "fr_obama.jpg")
+    assert len(faces) == 1 and box_iou(faces[0].box, (349, 142, 268, 267)) >= 0.6 and faces[0].landmarks is None
+    # the short-range net is fully convolutional: one face found on a non-square view too
+    rgb = to_rgb(Decoded.from_bytes((shared / "faces" / "presence" / "fr_obama.jpg").read_bytes()).at_most(400))
+    rows = BlazeNet("short")(np.ascontiguousarray(rgb), 0.5, 256)
+    assert len(rows) >= 1 and all(0 <= v <= 1.05 for v in rows[0][1:])
+
+
+def test_refit_moves_and_scales_about_the_centre() -> None:
+    f = refit(Face((10.0, 20.0, 100.0, 50.0), 0.9), (0.1, -0.2, 1.0, 2.0))
+    assert f.box == pytest.approx((20.0, -15.0, 100.0, 100.0)) and f.score == 0.9
+
+
+def test_tiny_and_flat_images_give_no_face(default: object) -> None:
+    assert default.detect(np.zeros((10, 10, 3), np.uint8), Item("x", "", "")) == []  # type: ignore[attr-defined]
+    assert default.detect(np.full((300, 400, 3), 128, np.uint8), Item("x", "", "")) == []  # type: ignore[attr-defined]
