@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import corpus
@@ -56,9 +57,19 @@ def test_png_and_webp_inputs_become_jpg_files(nasty, tmp_path, cli) -> None:
         assert im.format == "JPEG"
 
 
+def fifty_photos(shared: Path, tmp_path: Path) -> Path:
+    """The 41 presence and 9 group photos of ../shared/data/faces, copied into two class folders."""
+    root = tmp_path / "faces"
+    for sub in ("presence", "groups"):
+        (root / sub).mkdir(parents=True)
+        for f in (shared / "faces" / sub).iterdir():
+            shutil.copyfile(f, root / sub / f.name)
+    return root
+
+
 def test_compress_shrinks_real_photos_at_quality_40(shared, tmp_path, cli) -> None:
     work = tmp_path / "w"
-    code, out, _ = cli("run", "-i", shared / "faces", "-o", work, "--workers", "1")
+    code, out, _ = cli("run", "-i", fifty_photos(shared, tmp_path), "-o", work, "--workers", "1")
     assert code == 0
     rows = read_csv(work / "manifest.csv")
     assert len(rows) == 50
@@ -101,7 +112,7 @@ def test_rerun_skips_done_shards_and_a_changed_parameter_recomputes(shared, tmp_
 
 def test_dry_run_writes_nothing_and_says_what_would_run(shared, tmp_path, cli) -> None:
     work = tmp_path / "w"
-    code, out, _ = cli("run", "-i", shared / "faces", "-o", work, "--dry-run")
+    code, out, _ = cli("run", "-i", fifty_photos(shared, tmp_path), "-o", work, "--dry-run")
     assert code == 0 and not work.exists()
     assert "50 items" in out and "compress" in out and "0/" in out
 
