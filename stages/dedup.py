@@ -68,11 +68,11 @@ class DedupParams(Params):
     verify: bool = field(default=True, metadata={
         "help": "verify candidates further than --dedup-radius by local features and geometry (finds reframed copies)",
         "decide": True})
-    min_inliers: int = field(default=12, metadata={
+    min_inliers: int = field(default=8, metadata={
         "help": "verification: keypoint matches consistent with one similarity transform needed", "decide": True})
-    min_overlap: float = field(default=0.15, metadata={
+    min_overlap: float = field(default=0.1, metadata={
         "help": "verification: fraction of the shared picture those matches must cover (0-1)", "decide": True})
-    top_k: int = field(default=8, metadata={
+    top_k: int = field(default=12, metadata={
         "help": "verification: candidates verified per image, nearest first (bounds the work)", "decide": True})
 
     def __post_init__(self) -> None:
@@ -94,13 +94,15 @@ def windows(gray: np.ndarray) -> list[np.ndarray]:
     return [gray[dy // 2:dy // 2 + hh, dx // 2:dx // 2 + ww], gray[:hh, :ww], gray[:hh, dx:], gray[dy:, :ww], gray[dy:, dx:]]
 
 
-def hashes(pixels: np.ndarray, source_size: tuple[int, int]) -> dict[str, Any]:
-    """Every hash dedup stores for one image (HxW or HxWx3 uint8), and its keypoints."""
+def hashes(pixels: np.ndarray, source_size: tuple[int, int], detailed: np.ndarray | None = None, keypoints: bool = True) -> dict[str, Any]:
+    """Every hash dedup stores for one image (HxW or HxWx3 uint8), and the keypoints of *detailed*
+    (the same picture at up to ``dupverify.SIDE`` px; *pixels* when None) unless *keypoints* is False."""
     gray = np.ascontiguousarray(to_gray(pixels))
     main, mirrored = phash(gray)
     crops = "".join(phash(np.ascontiguousarray(w))[0] for w in windows(gray))
+    fine = gray if detailed is None or not keypoints else np.ascontiguousarray(to_gray(detailed))
     return {"pixel_hash": pixel_hash(pixels, source_size), "phash": main, "phash_flip": mirrored, "phash_crops": crops,
-            "orb": dupverify.features(gray)}
+            **({"orb": dupverify.features(fine)} if keypoints else {})}
 
 
 def frame_hashes(pixels: np.ndarray) -> dict[str, str]:
@@ -298,11 +300,13 @@ class Dedup(Stage):
             box = crop.metrics if crop is not None else {}
             area = int(box.get("box_w", size[0])) * int(box.get("box_h", size[1]))
             extra = frame_hashes(image.at_most(HASH_SIDE))
+            detailed = pixels
         else:
             pixels, size = image.at_most(HASH_SIDE), image.size
             area = size[0] * size[1]
             extra = {}
-        return Outcome(item.key, metrics={**hashes(pixels, size), **extra, "pixels": area})
+            detailed = image.at_most(dupverify.SIDE)
+        return Outcome(item.key, metrics={**hashes(pixels, size, detailed), **extra, "pixels": area})
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
         p: DedupParams = self.params  # type: ignore[assignment]
@@ -317,6 +321,10 @@ class Dedup(Stage):
         members: dict[int, list[int]] = {}
         for i, g in enumerate(groups.root.tolist()):
             members.setdefault(g, []).append(i)
+        links: dict[int, list[tuple[int, Edge]]] = {}
+        for (x, y), e in groups.edges.items():
+            links.setdefault(x, []).append((y, e))
+            links.setdefault(y, []).append((x, e))
         dups = conflicts = 0
         for g, idx in members.items():
             if len(idx) == 1:
@@ -339,16 +347,28 @@ class Dedup(Stage):
                     continue
                 dups += 1
                 r = hashed[i]
-                rel = relation(r["metrics"], best["metrics"], groups.edges.get((min(i, b), max(i, b))), p)
+                edge = groups.edges.get((min(i, b), max(i, b)))
+                rel = relation(r["metrics"], best["metrics"], edge, p)
+                if edge is None and rel["dup_kind"] != "exact" and not _proved(rel, p) and links.get(i):
+                    # Joined through other members: the evidence of its own strongest join, and with whom.
+                    j, e = min(links[i], key=lambda je: (je[1].evidence is not None, -(je[1].evidence.inliers if je[1].evidence else 0),
+                                                          je[1].distance, je[0]))
+                    rel = relation(r["metrics"], hashed[j]["metrics"], e, p) | {"dup_via": hashed[j]["key"]}
                 if rel["dup_kind"] == "exact":
                     detail = f"exact copy of {best['key']}"
                 else:
                     proof = f", {rel['dup_inliers']} keypoints matched" if rel.get("dup_inliers", 0) >= p.min_inliers else ""
-                    detail = f"near duplicate of {best['key']} (distance {rel['dup_hamming']}, {rel['dup_kind']}{proof})"
+                    via = f" via {rel['dup_via']}" if "dup_via" in rel else ""
+                    detail = f"near duplicate of {best['key']} (distance {rel['dup_hamming']}, {rel['dup_kind']}{proof}{via})"
                 yield Outcome.rejected(r["key"], "duplicate", detail, dup_group=gid, dup_of=best["key"], **rel)
         log.info("dedup: %d groups (%d of pixel-identical images), %d near pairs (%d of %d verified candidates proved); "
                  "%d duplicates, %d label conflicts", sum(len(v) > 1 for v in members.values()), groups.exact_groups, groups.pairs,
                  groups.proved, groups.verified, dups, conflicts)
+
+
+def _proved(rel: dict[str, Any], p: DedupParams) -> bool:
+    """Does a relation's evidence alone make the pair duplicates under *p*?"""
+    return rel["dup_hamming"] <= p.radius or (rel.get("dup_inliers", 0) >= p.min_inliers and rel.get("dup_overlap", 0) >= p.min_overlap)
 
 
 def _rank(r: dict[str, Any]) -> tuple[float, float, str]:

@@ -19,8 +19,8 @@ INDEXED = 48
 TABLES = 10
 BITS = 24
 MAX_BUCKET = 32
-MAX_DISTANCE = 64
-MIN_SHARED = 2
+MAX_DISTANCE = 40
+MIN_SHARED = 3
 
 
 def keypoint_pairs(descs: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
