@@ -115,34 +115,36 @@ class Evidence:
                 and 1 / MAX_SCALE <= self.scale <= MAX_SCALE and abs(self.rotation) <= MAX_ROTATION)
 
 
+def _two_nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each descriptor of *a*: Hamming distances to its two nearest in *b*, and their indices."""
+    dist, idx = cv2.batchDistance(a, b, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2)
+    return dist, idx
+
+
 def matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (ia, ib) of mutual best matches between two descriptor sets that pass the ratio test both ways."""
-    d = np.bitwise_count(a.view(np.uint64)[:, None, :] ^ b.view(np.uint64)[None, :, :]).sum(axis=2, dtype=np.int32)
+    """Indices (ia, ib) of mutual best matches between two descriptor sets (>= 2 each) that pass the ratio test both ways."""
+    dab, iab = _two_nearest(a, b)
+    dba, iba = _two_nearest(b, a)
     ia = np.arange(len(a))
-    best_b = d.argmin(axis=1)
-    best_a = d.argmin(axis=0)
-    mutual = best_a[best_b] == ia
-    # A lone keypoint has no second best: its match passes the ratio test.
-    second_b = np.partition(d, 1, axis=1)[:, 1] if d.shape[1] > 1 else np.full(len(a), 1 << 30)
-    second_a = np.partition(d, 1, axis=0)[1, :] if d.shape[0] > 1 else np.full(len(b), 1 << 30)
-    best = d[ia, best_b]
-    ok = mutual & (best < RATIO * second_b) & (best < RATIO * second_a[best_b])
-    return ia[ok], best_b[ok]
+    best = iab[:, 0]
+    ok = (iba[best, 0] == ia) & (dab[:, 0] < RATIO * dab[:, 1]) & (dab[:, 0] < RATIO * dba[best, 1])
+    return ia[ok], best[ok]
 
 
 def _hull_area(pts: np.ndarray) -> float:
     return float(cv2.contourArea(cv2.convexHull(pts.astype(np.float32)))) if len(pts) >= 3 else 0.0
 
 
-def verify(a: Packed | None, b: Packed | None) -> Evidence:
-    """Evidence that *a* and *b* show the same picture (see the module doc)."""
+def verify(a: Packed | None, b: Packed | None, need: int = 3) -> Evidence:
+    """Evidence that *a* and *b* show the same picture (see the module doc); no fit is tried with
+    fewer than *need* matches (they could not make enough inliers)."""
     if a is None or b is None or len(a.desc) < 2 or len(b.desc) < 2:
         return Evidence()
     ia, ib = matches(a.desc, b.desc)
-    if len(ia) < 3:
+    if len(ia) < max(3, need):
         return Evidence(len(ia))
     pa, pb = a.xy[ia], b.xy[ib]
-    m, mask = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=REPROJ, maxIters=1000, confidence=0.99)
+    m, mask = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=REPROJ, maxIters=500, confidence=0.99)
     if m is None or mask is None:
         return Evidence(len(ia))
     inl = mask.ravel().astype(bool)
