@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,9 @@ class DedupParams(Params):
         "help": "also count mirrored (horizontally flipped) copies as duplicates", "decide": True})
     verify: bool = field(default=True, metadata={
         "help": "verify candidates further than --dedup-radius by local features and geometry (finds reframed copies)",
+        "decide": True})
+    keypoints: bool = field(default=True, metadata={
+        "help": "also propose candidates by shared keypoints (finds heavy crops and cut-outs; the costly part on large sets)",
         "decide": True})
     min_inliers: int = field(default=8, metadata={
         "help": "verification: keypoint matches consistent with one similarity transform needed", "decide": True})
@@ -209,7 +214,7 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
     if p.mode == "near" and n > 1:
         a, b, d, v = candidates(metrics, p)
         feats = [dupverify.unpack(str(m.get("orb", ""))) for m in metrics] if p.verify else []
-        if p.verify:
+        if p.verify and p.keypoints:
             # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
             ka, kb, shared = dupindex.keypoint_pairs([f.desc if f is not None else None for f in feats])
             new = ~np.isin(ka * n + kb, a * n + b)
@@ -218,11 +223,14 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
             v = np.concatenate([v, np.full(int(new.sum()), KEYPOINTS)])
         direct = d <= p.radius
         check = ~direct & (v != FLIP) & nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
+        todo = np.flatnonzero(check).tolist()
+        # OpenCV's matching and fit release the GIL: threads use every core the driver has.
+        with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)) as pool:
+            proofs = dict(zip(todo, pool.map(lambda k: dupverify.verify(feats[a[k]], feats[b[k]], p.min_inliers), todo), strict=True))
         for k in np.flatnonzero(direct | check).tolist():
             i, j = int(a[k]), int(b[k])
-            edge = Edge(int(d[k]), int(v[k]))
-            if not direct[k]:
-                edge.evidence = dupverify.verify(feats[i], feats[j], p.min_inliers)
+            edge = Edge(int(d[k]), int(v[k]), proofs.get(k))
+            if edge.evidence is not None:
                 groups.verified += 1
                 if not edge.evidence.proves(p.min_inliers, p.min_overlap):
                     continue
