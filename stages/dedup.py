@@ -12,15 +12,17 @@ by its frame.
 
 Dataset step, candidates then proof: faiss hash indexes on sub-hashes join every image with every
 other within ``CANDIDATE_RADIUS`` bits (main x main, windows x main, mirrored x main, on the face
-crop and on the whole image), and stages.dupindex proposes the pairs that share keypoints. A pair within ``radius`` bits is a duplicate as it stands (the
-measured precision of pHash alone there is 1.0); a pair further apart is a candidate, and only
-the ``top_k`` nearest candidates of each image are verified by local features and a geometric
-fit (``min_inliers`` inliers covering ``min_overlap`` of the picture the two share). Pixel-identical
-images are joined too, and the pairs become groups (connected components). Per group: differing
-labels -> every member ``label_conflict``; else the largest image stays (then the sharpest, when
-the quality stage ran, then the smallest key) and the others are ``duplicate`` rows naming it,
-with ``dup_of``, ``dup_kind`` (exact, resized, reframed, mirror; see ``kind``) and the evidence
-(``dup_hamming``, ``dup_inliers``, ``dup_overlap``) in their metrics. ``dup_group`` (the group's
+crop and on the whole image), and stages.dupindex proposes the pairs that share keypoints. A pair
+within ``radius`` bits is a duplicate as it stands (the measured precision of pHash alone there is
+1.0); a pair further apart is a candidate, and only the ``top_k`` nearest candidates of each image
+are verified by local features and a geometric fit (``min_inliers`` inliers covering
+``min_overlap`` of the picture the two share). Pixel-identical images are joined too, and the
+pairs become groups (connected components). Per group: differing labels -> every member
+``label_conflict``; else the largest image stays (then the sharpest, when the quality stage ran,
+then the smallest key) and the others are ``duplicate`` rows naming it, with ``dup_of``,
+``dup_kind`` (exact, resized, reframed, mirror; see ``relation``) and the evidence
+(``dup_hamming``; ``dup_inliers`` and ``dup_overlap`` where keypoints were compared; ``dup_via``,
+the member it was proved against, when that is not the kept one) in their metrics. ``dup_group`` (the group's
 smallest key, "" for a unique image) goes to the manifest, so the split stage can keep a group
 together.
 """
