@@ -269,3 +269,17 @@ def test_fer_pixel_identical_faces_are_exact_duplicates(shared: Path) -> None:
     assert root[40] == root[41] == root[3] and root[42] == root[17]
     assert relation(metrics[40], metrics[3], None, DedupParams()) == {"dup_kind": "exact", "dup_hamming": 0}
     assert len(set(root)) == 40  # and nothing else of these 40 distinct faces merged
+
+
+def test_through_crop_the_face_crops_and_the_frames_are_compared(reframed: Path, tmp_path: Path, cli) -> None:
+    work = tmp_path / "w"
+    assert cli("run", "--input", reframed, "--out", work, "--stages", "crop,dedup", "--workers", "1")[0] == 0
+    rejected = {k: r for k, r in rows(work / "reports" / "rejected.csv").items() if r["stage"] == "dedup"}
+    assert set(rejected) == {"happy/a_photo.jpg", "happy/b_crop40.jpg"}
+    assert all(r["reason"] == "duplicate" and "happy/c_captioned.jpg" in r["detail"] for r in rejected.values())
+    hashed = [json.loads(r["metrics"]) for r in Store(work).read_stage("dedup")]
+    assert len(hashed) == 5 and all("img_phash" in m and m["orb"] for m in hashed)  # the frame's hashes beside the face's
+    metrics = {r["key"]: json.loads(r["metrics"]) for r in Store(work).read_dataset("dedup")}
+    assert metrics["happy/b_crop40.jpg"]["dup_kind"] in ("resized", "reframed")
+    kept = rows(work / "manifest.csv")
+    assert kept["happy/fr_obama.jpg"]["dup_group"] == "" and kept["happy/fr_obama1.jpg"]["dup_group"] == ""
