@@ -1,6 +1,10 @@
 """Near-duplicate development set: real photos and the copies the web makes of them.
 
-    python -m bench.dupset --out DIR [--shared ../shared/data] [--per-part 40]
+    python -m bench.dupset --score [--skip-crop] [--out DIR] [--shared ../shared/data] [--per-part 40]
+
+``--score`` runs the dedup stage's per-item pass on every image (without crop, then through the
+crop stage's default detector) and its dataset step per part, and prints pair precision/recall,
+recall by kind, same-person merges and candidates verified per image (BENCHMARKS.md).
 
 Sources are real photos from ``../shared/data``: ``faces/dev`` (FDDB news photos and street
 scenes, each with its largest labelled face), several photos each of Obama and Biden from
