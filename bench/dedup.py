@@ -15,6 +15,13 @@ groups from its dataset-step join; precision and recall are over pairs of images
 first, as a run with ``--stages crop,dedup`` does. Further crops (10% off one side, 6% and 14%
 centred) are reported apart: they show where the 90% windows stop helping.
 
+Verification (``--skip-verify`` to leave out): on the near-duplicate development set of
+bench.dupset (real photos and their copies, per-item pass without crop), the cost of one
+verification per candidate pair (true pairs and random pairs apart), the keypoint index on growing
+subsets, the candidates verified per image, and the decision step with and without verification
+(baseline: the pHash-only decision on the same records). These are extrapolated to 500k images in
+the printout, and say so.
+
 Scale: 100k and 500k hash sets made from FER2013 train faces under random similarity transforms,
 gamma and mirroring (28,709 real faces, the rest variants: denser in near pairs than a real
 collection); the join (main, mirrored and 5 window hashes against the index, then connected
@@ -44,8 +51,9 @@ import numpy as np
 from PIL import Image
 
 from pipeline.images import Decoded, encode_png
+from stages import dupindex, dupverify
 from stages.base import Context, Item
-from stages.dedup import N_WINDOWS, Dedup, DedupParams, find_groups, hashes
+from stages.dedup import CANDIDATE_RADIUS, N_WINDOWS, Dedup, DedupParams, find_groups, hashes
 from stages.phash import components, near_pairs, unhex
 
 # Haar boxes (x, y, side) of the single-person and two-person photos, each checked by eye.
@@ -231,6 +239,99 @@ def edits_bench(shared: Path, detector: str = "") -> None:
             print()
 
 
+# -- verification -------------------------------------------------------------------------------
+def verify_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
+    from bench.dupset import items
+
+    images = items(shared, 40)
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = metrics_of([(im.source, im.edit, im.data) for im in images], False, Path(tmp))
+    recs: list[dict[str, Any]] = [m for m in metrics if m is not None]
+    feats = [dupverify.unpack(m["orb"]) for m in recs]
+    sizes = [len(m["orb"]) for m in recs]
+    print(f"verification: development set of bench.dupset, {len(recs)} images, keypoints {np.mean([len(f.desc) for f in feats if f]):.0f} "
+          f"per image, packed {np.mean(sizes) / 1024:.2f} kB of text per image (x {target:,} = {np.mean(sizes) * target / 2**30:.2f} GiB)")
+    rng = np.random.default_rng(0)
+    true = [(a, b) for a, b in combinations(range(len(images)), 2) if images[a].source == images[b].source][:2000]
+    rand = [(int(a), int(b)) for a, b in rng.integers(0, len(recs), (2000, 2)) if a != b and images[a].source != images[b].source]
+    per_pair = {}
+    for what, pairs in (("same photo", true), ("different photos", rand)):
+        t0 = time.perf_counter()
+        for a, b in pairs:
+            dupverify.verify(feats[a], feats[b])
+        per_pair[what] = (time.perf_counter() - t0) / len(pairs)
+        print(f"  verify(), {what:<17} {len(pairs):>5} pairs  {1e6 * per_pair[what]:>7.0f} us/pair")
+    print(f"  {'keypoint index':<28} {'images':>7} {'seconds':>8} {'pairs/image':>11}")
+    idx_rate = 0.0
+    for n in (len(recs) // 4, len(recs) // 2, len(recs)):
+        t0 = time.perf_counter()
+        a, _, _ = dupindex.keypoint_pairs([f.desc if f is not None else None for f in feats[:n]])
+        sec = time.perf_counter() - t0
+        idx_rate = sec / n
+        print(f"  {'':<28} {n:>7} {sec:>8.2f} {len(a) / n:>11.1f}")
+    distinct = [m for m, im in zip(metrics, images, strict=True) if m is not None and not im.edit]
+    g0 = find_groups(distinct, DedupParams())
+    print(f"  candidates verified per image among the {len(distinct)} distinct photos alone (no copies): {g0.verified / len(distinct):.2f}"
+          f" ({g0.proved} proved)")
+    base = DedupParams(verify=False)
+    t0 = time.perf_counter()
+    find_groups(recs, base)
+    t_base = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    g = find_groups(recs, DedupParams())
+    t_full = time.perf_counter() - t0
+    cand = g.verified / len(recs)
+    print(f"  decision, pHash only (baseline)       {t_base:>7.2f} s  1.00x")
+    print(f"  decision, default (verification on)   {t_full:>7.2f} s  {t_full / max(t_base, 1e-9):.2f}x  "
+          f"({g.verified} candidates verified, {cand:.2f} per image, {g.proved} proved)")
+    us = per_pair["different photos"]
+    print(f"  EXTRAPOLATED to {target:,} images on {cores} cores, verification alone: {target:,} x {cand:.2f} candidates x "
+          f"{1e6 * us:.0f} us / {cores} cores = {target * cand * us / cores:.0f} s (at this set's density, where every photo has 11 copies);"
+          f" at 1 candidate per image: {target * us / cores:.0f} s")
+    print(f"  EXTRAPOLATED keypoint index, linear in images from this set: {target * idx_rate:.0f} s; descriptors in memory "
+          f"{target * dupindex.INDEXED * 32 / 2**30:.2f} GiB (the pairs it yields grow faster than linearly: not measured at that size)")
+
+
+def _fer_records(args: tuple[list[bytes], int, int]) -> list[dict[str, Any]]:
+    faces, start, count = args
+    cv2.setNumThreads(1)
+    return [hashes(g, (48, 48)) for g in (np.asarray(Image.open(io.BytesIO(b)).convert("L")) for b in faces[start:start + count])]
+
+
+def fer_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
+    """The decision on the 28,709 real FER2013 train faces (531+ pixel-identical groups), with and without verification."""
+    import joblib
+
+    with zipfile.ZipFile(shared / "fer2013" / "train.zip") as z:
+        faces = [z.read(m) for m in sorted(z.namelist()) if m.endswith(".jpg")]
+    step = 5000
+    parts = joblib.Parallel(n_jobs=cores)(joblib.delayed(_fer_records)((faces, s, step)) for s in range(0, len(faces), step))
+    recs = [m for part in parts for m in part]
+    n = len(recs)
+    print(f"FER2013 train, {n} faces (48 px): packed keypoints {np.mean([len(m['orb']) for m in recs]) / 1024:.2f} kB of text per image")
+    t0 = time.perf_counter()
+    a, _, _ = dupindex.keypoint_pairs([f.desc if f is not None else None for f in (dupverify.unpack(m["orb"]) for m in recs)])
+    t_idx = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    g0 = find_groups(recs, DedupParams(verify=False))
+    t_base = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    g = find_groups(recs, DedupParams())
+    t_full = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    g1 = find_groups(recs, DedupParams(keypoints=False))
+    t_nokp = time.perf_counter() - t0
+    grouped = lambda r: int((np.bincount(r) > 1).sum())  # noqa: E731
+    print(f"  keypoint index alone (unpacking included)  {t_idx:>7.2f} s  {len(a) / n:.2f} candidate pairs per image")
+    print(f"  decision, pHash only (baseline)            {t_base:>7.2f} s  1.00x  {grouped(g0.root)} groups")
+    print(f"  decision, default (verification on)        {t_full:>7.2f} s  {t_full / t_base:.2f}x  {grouped(g.root)} groups, "
+          f"{g.verified} verified ({g.verified / n:.2f} per image), {g.proved} proved")
+    print(f"  decision, verification, no keypoint index  {t_nokp:>7.2f} s  {t_nokp / t_base:.2f}x  {grouped(g1.root)} groups, "
+          f"{g1.verified} verified ({g1.verified / n:.2f} per image), {g1.proved} proved")
+    print(f"  EXTRAPOLATED, linear, to {target:,} such images: default {t_full * target / n:.0f} s, without the keypoint index "
+          f"{t_nokp * target / n:.0f} s, pHash only {t_base * target / n:.0f} s ({cores} cores: the pHash join and the verification use both)")
+
+
 # -- scale -------------------------------------------------------------------------------------
 def _variants(args: tuple[list[bytes], int, int]) -> list[dict[str, Any]]:
     faces, start, count = args
@@ -245,7 +346,7 @@ def _variants(args: tuple[list[bytes], int, int]) -> list[dict[str, Any]]:
             g = (255 * (g / 255.0) ** rng.uniform(0.8, 1.25)).astype(np.uint8)
             if rng.random() < 0.5:
                 g = np.ascontiguousarray(g[:, ::-1])
-        out.append(hashes(g, (g.shape[1], g.shape[0])))
+        out.append(hashes(g, (g.shape[1], g.shape[0]), keypoints=False))
     return out
 
 
@@ -338,9 +439,10 @@ def scale_bench(shared: Path, sizes: Sequence[int], baselines_upto: int) -> None
                     base_cpu = base_cpu or cpu
                     ratio = "" if kind == "flat" else f"{base_cpu / cpu:.1f}x"
                     print(f"{n:>8} {what:<40} {wall:>7.2f} {cpu:>7.2f} {pairs:>9} {'':>7} {before:>9.0f} {peak:>8.0f}  {ratio}")
-            for what, flips, crops in (("ours: main", False, False), ("ours: main + 5 windows (default)", False, True),
-                                       ("ours: main + mirror + 5 windows", True, True)):
-                wall, cpu, pairs, groups, before, peak = _in_child(_join_child, path, p.radius, flips, crops)
+            for what, radius, flips, crops in (("ours: main", p.radius, False, False), ("ours: main + 5 windows", p.radius, False, True),
+                                               ("ours: main + mirror + 5 windows", p.radius, True, True),
+                                               (f"candidates at {CANDIDATE_RADIUS} bits, + 5 windows", CANDIDATE_RADIUS, False, True)):
+                wall, cpu, pairs, groups, before, peak = _in_child(_join_child, path, radius, flips, crops)
                 ratio = f"{base_cpu / cpu:.1f}x" if base_cpu else ""
                 print(f"{n:>8} {what:<40} {wall:>7.2f} {cpu:>7.2f} {pairs:>9} {groups:>7} {before:>9.0f} {peak:>8.0f}  {ratio}")
             t0, c0 = time.perf_counter(), time.process_time()
@@ -356,11 +458,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-edits", action="store_true")
     ap.add_argument("--crop-detector", default="", help="crop stage detector for the photos>crop set (default: crop's own)")
     ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--skip-verify", action="store_true")
     ap.add_argument("--baselines-upto", type=int, default=100_000, help="run the faiss baselines up to this size")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     if not args.skip_edits:
         edits_bench(args.shared, args.crop_detector)
+    if not args.skip_verify:
+        verify_bench(args.shared)
+        fer_bench(args.shared)
     if not args.skip_scale:
         scale_bench(args.shared, [int(s) for s in args.sizes.split(",")], args.baselines_upto)
     return 0

@@ -5,22 +5,35 @@ to at most ``HASH_SIDE`` px: a blake2b hash of those decoded pixels and the sour
 copies; a reduced copy is decoded the same way from the same bytes), a 64-bit DCT
 pHash, the pHash of the mirrored image (free, see stages.phash) and the pHashes of five 90%
 windows (centre and corners), which find copies cropped or shifted by up to ~10%: a pHash
-alone moves 12-20 bits under such a crop (measured in bench/dedup.py).
+alone moves 12-20 bits under such a crop (measured in bench/dedup.py). Besides, the keypoints
+that prove a match (stages.dupverify: ~100 ORB keypoints, ~4 kB), and, when the crop stage ran,
+the pHashes of the whole image too (``img_*``), so that a reframed copy is found by its face or
+by its frame.
 
-Dataset step: faiss hash indexes on sub-hashes join every image with every other within ``radius``
-bits (main hash x main hashes, window hashes x main hashes, mirrored x main), pixel-identical
-images are joined too, and the pairs become groups (connected components). Per group: differing
-labels -> every member ``label_conflict``; else the largest image stays (then the sharpest, when
-the quality stage ran, then the smallest key) and the others are ``duplicate`` rows naming it.
-``dup_group`` (the group's smallest key, "" for a unique image) goes to the manifest, so the
-split stage can keep a group together.
+Dataset step, candidates then proof: faiss hash indexes on sub-hashes join every image with every
+other within ``CANDIDATE_RADIUS`` bits (main x main, windows x main, mirrored x main, on the face
+crop and on the whole image), and stages.dupindex proposes the pairs that share keypoints. A pair
+within ``radius`` bits is a duplicate as it stands (the measured precision of pHash alone there is
+1.0); a pair further apart is a candidate, and only the ``top_k`` nearest candidates of each image
+are verified by local features and a geometric fit (``min_inliers`` inliers covering
+``min_overlap`` of the picture the two share). Pixel-identical images are joined too, and the
+pairs become groups (connected components). Per group: differing labels -> every member
+``label_conflict``; else the largest image stays (then the sharpest, when the quality stage ran,
+then the smallest key) and the others are ``duplicate`` rows naming it, with ``dup_of``,
+``dup_kind`` (exact, resized, reframed, mirror; see ``relation``) and the evidence
+(``dup_hamming``; ``dup_inliers`` and ``dup_overlap`` where keypoints were compared; ``dup_via``,
+the member it was proved against, when that is not the kept one) in their metrics. ``dup_group`` (the group's
+smallest key, "" for a unique image) goes to the manifest, so the split stage can keep a group
+together.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.images import Decoded, to_gray
+from stages import dupindex, dupverify
 from stages.base import Context, Item, Outcome, Params, Stage, register
 from stages.phash import components, hamming, near_pairs, phash, pixel_hash, unhex
 
@@ -39,6 +53,9 @@ HASH_SIDE = 256
 WINDOW = 0.9
 N_WINDOWS = 5
 MAX_RADIUS = 16
+#: Pairs up to this many bits apart are candidates for verification. Wider costs much: on the FER2013
+#: train faces the join yields 12 pairs per image at 10 bits, 33 at 12 and 458 at 16 (bench/dedup.py).
+CANDIDATE_RADIUS = 10
 
 
 @dataclass(frozen=True)
@@ -53,12 +70,28 @@ class DedupParams(Params):
         "help": "also count copies cropped or shifted by about 10%% as duplicates", "decide": True})
     flips: bool = field(default=False, metadata={
         "help": "also count mirrored (horizontally flipped) copies as duplicates", "decide": True})
+    verify: bool = field(default=True, metadata={
+        "help": "verify candidates further than --dedup-radius by local features and geometry (finds reframed copies)",
+        "decide": True})
+    keypoints: bool = field(default=True, metadata={
+        "help": "also propose candidates by shared keypoints (finds heavy crops and cut-outs; the costly part on large sets)",
+        "decide": True})
+    min_inliers: int = field(default=8, metadata={
+        "help": "verification: keypoint matches consistent with one similarity transform needed", "decide": True})
+    min_overlap: float = field(default=0.1, metadata={
+        "help": "verification: fraction of the shared picture those matches must cover (0-1)", "decide": True})
+    top_k: int = field(default=12, metadata={
+        "help": "verification: candidates verified per image, nearest first (bounds the work)", "decide": True})
 
     def __post_init__(self) -> None:
         if self.mode not in ("exact", "near"):
             raise ValueError(f"dedup.mode must be exact or near, got {self.mode!r}")
         if not 0 <= self.radius <= MAX_RADIUS:
             raise ValueError(f"dedup.radius must be 0-{MAX_RADIUS}, got {self.radius}")
+        if not 0 <= self.min_overlap <= 1:
+            raise ValueError(f"dedup.min_overlap must be 0-1, got {self.min_overlap}")
+        if self.min_inliers < 3 or self.top_k < 0:
+            raise ValueError("dedup.min_inliers must be >= 3 and dedup.top_k >= 0")
 
 
 def windows(gray: np.ndarray) -> list[np.ndarray]:
@@ -69,12 +102,35 @@ def windows(gray: np.ndarray) -> list[np.ndarray]:
     return [gray[dy // 2:dy // 2 + hh, dx // 2:dx // 2 + ww], gray[:hh, :ww], gray[:hh, dx:], gray[dy:, :ww], gray[dy:, dx:]]
 
 
-def hashes(pixels: np.ndarray, source_size: tuple[int, int]) -> dict[str, Any]:
-    """Every hash dedup stores for one image (HxW or HxWx3 uint8)."""
+def hashes(pixels: np.ndarray, source_size: tuple[int, int], detailed: np.ndarray | None = None, keypoints: bool = True) -> dict[str, Any]:
+    """Every hash dedup stores for one image (HxW or HxWx3 uint8), and the keypoints of *detailed*
+    (the same picture at up to ``dupverify.SIDE`` px; *pixels* when None) unless *keypoints* is False."""
     gray = np.ascontiguousarray(to_gray(pixels))
     main, mirrored = phash(gray)
     crops = "".join(phash(np.ascontiguousarray(w))[0] for w in windows(gray))
-    return {"pixel_hash": pixel_hash(pixels, source_size), "phash": main, "phash_flip": mirrored, "phash_crops": crops}
+    fine = gray if detailed is None or not keypoints else np.ascontiguousarray(to_gray(detailed))
+    return {"pixel_hash": pixel_hash(pixels, source_size), "phash": main, "phash_flip": mirrored, "phash_crops": crops,
+            **({"orb": dupverify.features(fine)} if keypoints else {})}
+
+
+def frame_hashes(pixels: np.ndarray) -> dict[str, str]:
+    """pHashes of the whole image beside a face crop's (``img_`` prefixed): candidates by the frame."""
+    gray = np.ascontiguousarray(to_gray(pixels))
+    main, mirrored = phash(gray)
+    return {"img_phash": main, "img_flip": mirrored, "img_crops": "".join(phash(np.ascontiguousarray(w))[0] for w in windows(gray))}
+
+
+#: How a pair was proposed: its main hashes, a window against a main hash, a mirrored hash, shared keypoints.
+MAIN, WINDOW, FLIP, KEYPOINTS = 0, 1, 2, 3
+
+
+@dataclass
+class Edge:
+    """Why two records are joined: their smallest pHash distance, how it was measured, and the verification."""
+
+    distance: int
+    via: int
+    evidence: dupverify.Evidence | None = None
 
 
 @dataclass
@@ -82,12 +138,71 @@ class Groups:
     """Result of the join over n hashed records (in key order)."""
 
     root: np.ndarray            # per record: index of the smallest member of its group
-    pairs: int = 0              # near pairs found (each once)
+    pairs: int = 0              # near pairs joined (each once)
     exact_groups: int = 0       # groups of pixel-identical images (>= 2 members)
+    edges: dict[tuple[int, int], Edge] = field(default_factory=dict)   # joined pairs (i < j), pixel-identical ones aside
+    verified: int = 0           # candidate pairs verified
+    proved: int = 0             # of which proved
+
+
+def _codes(metrics: Sequence[dict[str, Any]], prefix: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(main, mirrored, windows) codes of the view (prefix "phash") or of the whole image ("img")."""
+    if prefix == "img":
+        def get(m: dict[str, Any], k: str) -> str:
+            return str(m.get(f"img_{k}", m["phash" if k == "phash" else f"phash_{k}"]))
+        main = unhex([get(m, "phash") for m in metrics])
+        flip = unhex([get(m, "flip") for m in metrics])
+        crops = [get(m, "crops") for m in metrics]
+    else:
+        main, flip = unhex([m["phash"] for m in metrics]), unhex([m["phash_flip"] for m in metrics])
+        crops = [m["phash_crops"] for m in metrics]
+    return main, flip, [unhex([c[16 * k:16 * (k + 1)] for c in crops]) for k in range(N_WINDOWS)]
+
+
+def candidates(metrics: Sequence[dict[str, Any]], p: DedupParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (a < b) within the candidate radius, once, with its smallest distance and how it was seen."""
+    reach = max(CANDIDATE_RADIUS, p.radius) if p.verify else p.radius
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    prefixes = ["phash"] + (["img"] if any("img_phash" in m for m in metrics) else [])
+    for prefix in prefixes:
+        main, flip, wins = _codes(metrics, prefix)
+        queries: list[np.ndarray | None] = [None]
+        via = [MAIN]
+        if p.flips:
+            queries.append(flip)
+            via.append(FLIP)
+        if p.crops:
+            queries += wins
+            via += [WINDOW] * len(wins)
+        for (i, j, d), v in zip(near_pairs(main, reach, queries), via, strict=True):
+            keep = i != j
+            found.append((np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep], np.full(int(keep.sum()), v)))
+    if not found:
+        z = np.zeros(0, np.int64)
+        return z, z, z, z
+    a, b, d, v = (np.concatenate(x) for x in zip(*found, strict=True))
+    order = np.lexsort((v, d, b, a))
+    a, b, d, v = a[order], b[order], d[order], v[order]
+    first = np.ones(len(a), bool)
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[first], b[first], d[first], v[first]
+
+
+def nearest(a: np.ndarray, b: np.ndarray, d: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Mask of the pairs that are among the *k* nearest of either of their images."""
+    if not len(a) or k == 0:
+        return np.zeros(len(a), bool)
+    ends = np.concatenate([a, b])
+    dist = np.concatenate([d, d])
+    order = np.lexsort((dist, ends))
+    start = np.searchsorted(ends[order], np.arange(n))
+    rank = np.empty(len(ends), np.int64)
+    rank[order] = np.arange(len(ends)) - start[ends[order]]
+    return (rank[:len(a)] < k) | (rank[len(a):] < k)
 
 
 def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
-    """Group records by pixel identity and, in near mode, by pHash distance (see module doc)."""
+    """Group records by pixel identity and, in near mode, by pHash distance and verification (see module doc)."""
     n = len(metrics)
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
@@ -97,33 +212,79 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
     src.append(order[:-1][same].astype(np.int64))
     dst.append(order[1:][same].astype(np.int64))
     exact_groups = int(np.count_nonzero(same & ~np.concatenate([[False], same[:-1]]))) if n > 1 else 0
-    pairs = 0
+    groups = Groups(np.arange(n), exact_groups=exact_groups)
     if p.mode == "near" and n > 1:
-        codes = unhex([m["phash"] for m in metrics])
-        queries: list[np.ndarray | None] = [None]
-        if p.flips:
-            queries.append(unhex([m["phash_flip"] for m in metrics]))
-        if p.crops:
-            queries += [unhex([m["phash_crops"][16 * k:16 * (k + 1)] for m in metrics]) for k in range(N_WINDOWS)]
-        for i, j, _ in near_pairs(codes, p.radius, queries):
-            keep = i != j  # an image's own window or mirror matching itself
-            src.append(i[keep])
-            dst.append(j[keep])
-            pairs += int(np.count_nonzero(keep))
-    root = components(n, np.concatenate(src), np.concatenate(dst))
-    return Groups(root, pairs, exact_groups)
+        a, b, d, v = candidates(metrics, p)
+        feats = [dupverify.unpack(str(m.get("orb", ""))) for m in metrics] if p.verify else []
+        if p.verify and p.keypoints:
+            # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
+            ka, kb, shared = dupindex.keypoint_pairs([f.desc if f is not None else None for f in feats])
+            new = ~np.isin(ka * n + kb, a * n + b)
+            a, b = np.concatenate([a, ka[new]]), np.concatenate([b, kb[new]])
+            d = np.concatenate([d, MAX_RADIUS + 1 + np.maximum(0, dupindex.INDEXED - shared[new])])
+            v = np.concatenate([v, np.full(int(new.sum()), KEYPOINTS)])
+        direct = d <= p.radius
+        check = ~direct & (v != FLIP) & nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
+        todo = np.flatnonzero(check).tolist()
+        # OpenCV's matching and fit release the GIL: threads use every core the driver has.
+        with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)) as pool:
+            proofs = dict(zip(todo, pool.map(lambda k: dupverify.verify(feats[a[k]], feats[b[k]], p.min_inliers), todo), strict=True))
+        for k in np.flatnonzero(direct | check).tolist():
+            i, j = int(a[k]), int(b[k])
+            edge = Edge(int(d[k]), int(v[k]), proofs.get(k))
+            if edge.evidence is not None:
+                groups.verified += 1
+                if not edge.evidence.proves(p.min_inliers, p.min_overlap):
+                    continue
+                groups.proved += 1
+            groups.edges[(i, j)] = edge
+        if groups.edges:
+            ij = np.array(list(groups.edges), dtype=np.int64)
+            src.append(ij[:, 0])
+            dst.append(ij[:, 1])
+        groups.pairs = len(groups.edges)
+    groups.root = components(n, np.concatenate(src), np.concatenate(dst))
+    return groups
 
 
 def distance(a: dict[str, Any], b: dict[str, Any], p: DedupParams) -> int:
-    """Smallest distance the join could have seen between two images (for the detail text)."""
-    ds = [hamming(a["phash"], b["phash"])]
-    if p.flips:
-        ds += [hamming(a["phash_flip"], b["phash"]), hamming(a["phash"], b["phash_flip"])]
-    if p.crops:
-        for k in range(N_WINDOWS):
-            w = slice(16 * k, 16 * (k + 1))
-            ds += [hamming(a["phash_crops"][w], b["phash"]), hamming(a["phash"], b["phash_crops"][w])]
+    """Smallest pHash distance the join could have seen between two images (view and whole image)."""
+    ds = []
+    for pre, flip, crops in (("phash", "phash_flip", "phash_crops"), ("img_phash", "img_flip", "img_crops")):
+        if pre not in a or pre not in b:
+            continue
+        ds.append(hamming(a[pre], b[pre]))
+        if p.flips:
+            ds += [hamming(a[flip], b[pre]), hamming(a[pre], b[flip])]
+        if p.crops:
+            for k in range(N_WINDOWS):
+                w = slice(16 * k, 16 * (k + 1))
+                ds += [hamming(a[crops][w], b[pre]), hamming(a[pre], b[crops][w])]
     return min(ds)
+
+
+def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: DedupParams) -> dict[str, Any]:
+    """dup_kind and the evidence of a duplicate *ra* of the kept *rb* (``edge``: the pair's own join, if any).
+
+    Kinds: exact (pixel-identical), mirror (joined by the mirrored hash), resized (the same framing:
+    the pHash alone, or a fit whose frames overlap by IoU >= 0.8: other size, encoding or colours),
+    reframed (a fit between different framings: cropped, padded, captioned, cut out).
+    """
+    if ra["pixel_hash"] == rb["pixel_hash"]:
+        return {"dup_kind": "exact", "dup_hamming": 0}
+    out: dict[str, Any] = {"dup_hamming": distance(ra, rb, p)}
+    ev = edge.evidence if edge is not None else None
+    if ev is None and p.mode == "near" and p.verify and (edge is None or edge.distance > p.radius):
+        ev = dupverify.verify(dupverify.unpack(str(ra.get("orb", ""))), dupverify.unpack(str(rb.get("orb", ""))))
+    if ev is not None and ev.matches:
+        out |= {"dup_inliers": ev.inliers, "dup_overlap": round(ev.overlap, 3)}
+    if edge is not None and edge.evidence is None:
+        out["dup_kind"] = ("resized", "reframed", "mirror")[edge.via]
+    elif ev is not None and ev.proves(p.min_inliers, p.min_overlap):
+        out["dup_kind"] = "resized" if ev.frame_iou >= 0.8 else "reframed"
+    else:  # joined through other members of the group, not to this one directly
+        out["dup_kind"] = "resized" if out["dup_hamming"] <= p.radius else "reframed"
+    return out
 
 
 @register
@@ -131,7 +292,7 @@ class Dedup(Stage):
     name = "dedup"
     Params = DedupParams
     columns = ("dup_group",)
-    version = 1
+    version = 2
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params)
@@ -149,10 +310,14 @@ class Dedup(Stage):
             crop = ctx.upstream.get("crop")
             box = crop.metrics if crop is not None else {}
             area = int(box.get("box_w", size[0])) * int(box.get("box_h", size[1]))
+            extra = frame_hashes(image.at_most(HASH_SIDE))
+            detailed = pixels
         else:
             pixels, size = image.at_most(HASH_SIDE), image.size
             area = size[0] * size[1]
-        return Outcome(item.key, metrics={**hashes(pixels, size), "pixels": area})
+            extra = {}
+            detailed = image.at_most(dupverify.SIDE)
+        return Outcome(item.key, metrics={**hashes(pixels, size, detailed), **extra, "pixels": area})
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
         p: DedupParams = self.params  # type: ignore[assignment]
@@ -167,6 +332,10 @@ class Dedup(Stage):
         members: dict[int, list[int]] = {}
         for i, g in enumerate(groups.root.tolist()):
             members.setdefault(g, []).append(i)
+        links: dict[int, list[tuple[int, Edge]]] = {}
+        for (x, y), e in groups.edges.items():
+            links.setdefault(x, []).append((y, e))
+            links.setdefault(y, []).append((x, e))
         dups = conflicts = 0
         for g, idx in members.items():
             if len(idx) == 1:
@@ -181,19 +350,36 @@ class Dedup(Stage):
                 for r in group:
                     yield Outcome.rejected(r["key"], "label_conflict", detail, dup_group=gid)
                 continue
-            best = min(group, key=_rank)
+            b = min(idx, key=lambda i: _rank(hashed[i]))
+            best = hashed[b]
             yield Outcome(best["key"], metrics={"dup_group": gid})
-            for r in group:
-                if r is best:
+            for i in idx:
+                if i == b:
                     continue
                 dups += 1
-                if r["metrics"]["pixel_hash"] == best["metrics"]["pixel_hash"]:
+                r = hashed[i]
+                edge = groups.edges.get((min(i, b), max(i, b)))
+                rel = relation(r["metrics"], best["metrics"], edge, p)
+                if edge is None and rel["dup_kind"] != "exact" and not _proved(rel, p) and links.get(i):
+                    # Joined through other members: the evidence of its own strongest join, and with whom.
+                    j, e = min(links[i], key=lambda je: (je[1].evidence is not None, -(je[1].evidence.inliers if je[1].evidence else 0),
+                                                          je[1].distance, je[0]))
+                    rel = relation(r["metrics"], hashed[j]["metrics"], e, p) | {"dup_via": hashed[j]["key"]}
+                if rel["dup_kind"] == "exact":
                     detail = f"exact copy of {best['key']}"
                 else:
-                    detail = f"near duplicate of {best['key']} (distance {distance(r['metrics'], best['metrics'], p)})"
-                yield Outcome.rejected(r["key"], "duplicate", detail, dup_group=gid)
-        log.info("dedup: %d groups (%d of pixel-identical images), %d near pairs; %d duplicates, %d label conflicts",
-                 sum(len(v) > 1 for v in members.values()), groups.exact_groups, groups.pairs, dups, conflicts)
+                    proof = f", {rel['dup_inliers']} keypoints matched" if rel.get("dup_inliers", 0) >= p.min_inliers else ""
+                    via = f" via {rel['dup_via']}" if "dup_via" in rel else ""
+                    detail = f"near duplicate of {best['key']} (distance {rel['dup_hamming']}, {rel['dup_kind']}{proof}{via})"
+                yield Outcome.rejected(r["key"], "duplicate", detail, dup_group=gid, dup_of=best["key"], **rel)
+        log.info("dedup: %d groups (%d of pixel-identical images), %d near pairs (%d of %d verified candidates proved); "
+                 "%d duplicates, %d label conflicts", sum(len(v) > 1 for v in members.values()), groups.exact_groups, groups.pairs,
+                 groups.proved, groups.verified, dups, conflicts)
+
+
+def _proved(rel: dict[str, Any], p: DedupParams) -> bool:
+    """Does a relation's evidence alone make the pair duplicates under *p*?"""
+    return rel["dup_hamming"] <= p.radius or (rel.get("dup_inliers", 0) >= p.min_inliers and rel.get("dup_overlap", 0) >= p.min_overlap)
 
 
 def _rank(r: dict[str, Any]) -> tuple[float, float, str]:

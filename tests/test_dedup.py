@@ -1,10 +1,12 @@
-"""dedup: exact and near copies of real photos found, distinct photos kept apart, label conflicts,
-thresholds re-decided without re-hashing, and the index join checked against brute force."""
+"""dedup: exact and near copies of real photos found, reframed copies proved by keypoints, distinct
+photos kept apart, label conflicts, thresholds re-decided without re-hashing, the row's relation
+fields, and the index join checked against brute force."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.dedup import DedupParams, find_groups, hashes
+from manifests.store import Store
+from stages import dupverify
+from stages.dedup import DedupParams, find_groups, hashes, relation
 from stages.phash import components, hamming, near_pairs, phash, unhex
 
 
@@ -119,7 +123,7 @@ def test_ten_percent_crop_found_through_the_window_hashes(shared: Path) -> None:
     metrics = [hashes(a, (w, h)), hashes(np.ascontiguousarray(a[h // 10:, w // 10:]), (w, h))]
     assert hamming(metrics[0]["phash"], metrics[1]["phash"]) > 8  # the whole-image pHash alone misses it
     assert find_groups(metrics, DedupParams()).root.tolist() == [0, 0]
-    assert find_groups(metrics, DedupParams(crops=False)).root.tolist() == [0, 1]
+    assert find_groups(metrics, DedupParams(crops=False, verify=False)).root.tolist() == [0, 1]
 
 
 def test_mirrored_hash_is_the_hash_of_the_mirrored_image(shared: Path) -> None:
@@ -179,3 +183,103 @@ def test_components_match_a_plain_union_find() -> None:
 def test_bad_radius_is_a_usage_error(tmp_path: Path, copies: Path, cli) -> None:
     code, _, err = cli("run", "--input", copies, "--out", tmp_path / "w", "--stages", "dedup", "--dedup-radius", "40")
     assert code == 2 and "dedup.radius must be 0-16" in err
+
+
+def crop_area(a: np.ndarray, frac: float, aspect: float, centre: tuple[float, float]) -> np.ndarray:
+    """A crop keeping *frac* of the area of *a*, *aspect* times wider than it, centred near *centre* (fractions)."""
+    h, w = a.shape[:2]
+    cw = min(w, round(np.sqrt(frac * w * h * aspect * w / h)))
+    ch = min(h, round(frac * w * h / cw))
+    x = int(np.clip(centre[0] * w - cw / 2, 0, w - cw))
+    y = int(np.clip(centre[1] * h - ch / 2, 0, h - ch))
+    return np.ascontiguousarray(a[y:y + ch, x:x + cw])
+
+
+@pytest.fixture()
+def reframed(tmp_path: Path, shared: Path) -> Path:
+    """happy/: a news photo, a 40% crop of it at another aspect, a padded and captioned copy; two other photos of one person."""
+    dev = shared / "faces" / "dev" / "images"
+    a = rgb(dev / "fddb_000007.jpg")
+    d = tmp_path / "in" / "happy"
+    save(a, d / "a_photo.jpg")
+    save(crop_area(a, 0.4, 1.4, (0.45, 0.4)), d / "b_crop40.jpg", quality=90)
+    padded = cv2.copyMakeBorder(a, 60, 30, 40, 40, cv2.BORDER_CONSTANT, value=(250, 250, 250))
+    cv2.putText(padded, "WHEN IT IS MONDAY", (50, 45), cv2.FONT_HERSHEY_DUPLEX, 1.0, (0, 0, 0), 2, cv2.LINE_AA)
+    save(padded, d / "c_captioned.jpg", quality=85)
+    for name in ("fr_obama.jpg", "fr_obama1.jpg"):
+        shutil.copy(shared / "faces" / "presence" / name, d / name)
+    return tmp_path / "in"
+
+
+def test_reframed_copies_are_proved_by_keypoints_and_the_row_names_kept_key_kind_and_evidence(reframed: Path, tmp_path: Path, cli) -> None:
+    work = tmp_path / "w"
+    assert cli("run", "--input", reframed, "--out", work, "--stages", "dedup", "--workers", "1")[0] == 0
+    rejected = rows(work / "reports" / "rejected.csv")
+    assert set(rejected) == {"happy/a_photo.jpg", "happy/b_crop40.jpg"}
+    # The padded copy has the most pixels: it stays, and the others name it.
+    for key in rejected:
+        assert rejected[key]["reason"] == "duplicate"
+        assert rejected[key]["detail"].startswith("near duplicate of happy/c_captioned.jpg (distance ")
+    metrics = {r["key"]: json.loads(r["metrics"]) for r in Store(work).read_dataset("dedup")}
+    for key in ("happy/a_photo.jpg", "happy/b_crop40.jpg"):
+        m = metrics[key]
+        assert m["dup_of"] == "happy/c_captioned.jpg" and m["dup_group"] == "happy/a_photo.jpg"
+        assert m["dup_kind"] in ("resized", "reframed") and isinstance(m["dup_hamming"], int)
+    crop = metrics["happy/b_crop40.jpg"]
+    # The crop and the padded copy share less than the crop and the photo: the row says whose match proved it.
+    assert crop.get("dup_via", "happy/c_captioned.jpg") in ("happy/a_photo.jpg", "happy/c_captioned.jpg")
+    assert crop["dup_kind"] == "reframed" and crop["dup_inliers"] >= 8 and 0.1 <= crop["dup_overlap"] <= 1
+    assert crop["dup_hamming"] > 16  # no pHash sees this crop: the keypoints found it
+    # Two different photos of one person stay, in no group.
+    kept = rows(work / "manifest.csv")
+    assert kept["happy/fr_obama.jpg"]["dup_group"] == "" and kept["happy/fr_obama1.jpg"]["dup_group"] == ""
+    # The verification thresholds only decide: raised, the crop is no longer proved, nothing is re-hashed.
+    parts = sorted((work / "manifests" / "dedup").glob("part-*.parquet"))
+    before = {p: p.read_bytes() for p in parts}
+    code, _, err = cli("run", "--input", reframed, "--out", work, "--stages", "dedup", "--workers", "1", "--dedup-min-inliers", "90")
+    assert code == 0 and "re-deciding from stored results" in err
+    assert {p: p.read_bytes() for p in parts} == before
+    assert "happy/b_crop40.jpg" in rows(work / "manifest.csv")
+
+
+def test_verification_tells_the_same_photo_from_another_photo_of_the_same_person(shared: Path) -> None:
+    pres = shared / "faces" / "presence"
+
+    def feats(a: np.ndarray) -> dupverify.Packed | None:
+        return dupverify.unpack(dupverify.features(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)))
+
+    a = rgb(pres / "fr_obama.jpg")
+    a = cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    same = dupverify.verify(feats(a), feats(crop_area(a, 0.4, 0.7, (0.5, 0.35))))
+    assert same.proves(8, 0.1) and 0.8 < same.scale < 1.25 and abs(same.rotation) < 3
+    for other in ("fr_obama1.jpg", "fr_obama3.jpg"):
+        b = rgb(pres / other)
+        assert not dupverify.verify(feats(a), feats(b)).proves(8, 0.1), other
+
+
+def test_fer_pixel_identical_faces_are_exact_duplicates(shared: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(shared / "fer2013" / "train.zip") as z:
+        names = sorted(n for n in z.namelist() if n.endswith(".jpg"))[:40]
+        faces = [np.asarray(Image.open(io.BytesIO(z.read(n))).convert("L")) for n in names]
+    faces += [faces[3], faces[3], faces[17]]  # three pixel-identical copies, as FER2013 has hundreds
+    metrics = [hashes(f, (48, 48)) for f in faces]
+    root = find_groups(metrics, DedupParams()).root.tolist()
+    assert root[40] == root[41] == root[3] and root[42] == root[17]
+    assert relation(metrics[40], metrics[3], None, DedupParams()) == {"dup_kind": "exact", "dup_hamming": 0}
+    assert len(set(root)) == 40  # and nothing else of these 40 distinct faces merged
+
+
+def test_through_crop_the_face_crops_and_the_frames_are_compared(reframed: Path, tmp_path: Path, cli) -> None:
+    work = tmp_path / "w"
+    assert cli("run", "--input", reframed, "--out", work, "--stages", "crop,dedup", "--workers", "1")[0] == 0
+    rejected = {k: r for k, r in rows(work / "reports" / "rejected.csv").items() if r["stage"] == "dedup"}
+    assert set(rejected) == {"happy/a_photo.jpg", "happy/b_crop40.jpg"}
+    assert all(r["reason"] == "duplicate" and "happy/c_captioned.jpg" in r["detail"] for r in rejected.values())
+    hashed = [json.loads(r["metrics"]) for r in Store(work).read_stage("dedup")]
+    assert len(hashed) == 5 and all("img_phash" in m and m["orb"] for m in hashed)  # the frame's hashes beside the face's
+    metrics = {r["key"]: json.loads(r["metrics"]) for r in Store(work).read_dataset("dedup")}
+    assert metrics["happy/b_crop40.jpg"]["dup_kind"] in ("resized", "reframed")
+    kept = rows(work / "manifest.csv")
+    assert kept["happy/fr_obama.jpg"]["dup_group"] == "" and kept["happy/fr_obama1.jpg"]["dup_group"] == ""

@@ -1,0 +1,68 @@
+"""Candidates by shared keypoints: images whose ORB descriptors meet in hash buckets.
+
+A copy cropped to a fifth of the photo, padded or cut out has another pHash altogether; what it
+keeps are local features. The first ``INDEXED`` keypoints of each image (the strongest of each
+grid cell first, see stages.dupverify.spread) enter ``TABLES`` hash tables keyed by disjoint
+``BITS``-bit pieces of the 256-bit descriptor (locality-sensitive hashing: two descriptors of one
+point, ~20-40 bits apart, share some piece with good odds; unrelated ones rarely). Pairs of
+descriptors in one bucket are checked on their whole 256 bits (``MAX_DISTANCE``), buckets larger
+than ``MAX_BUCKET`` (textures that are everywhere) are skipped, and two images become a candidate
+pair when ``MIN_SHARED`` or more of their descriptors met. Everything is sorting and vectorised
+comparison; no faiss index is needed and memory is the descriptors (32 B each) plus a few arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INDEXED = 48
+TABLES = 10
+BITS = 24
+MAX_BUCKET = 32
+MAX_DISTANCE = 24
+MIN_SHARED = 3
+
+
+def keypoint_pairs(descs: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, shared): image pairs a < b whose indexed descriptors met at least MIN_SHARED times."""
+    counts = np.array([0 if d is None else min(len(d), INDEXED) for d in descs], dtype=np.int64)
+    z = np.zeros(0, np.int64)
+    if counts.sum() == 0:
+        return z, z, z
+    owner = np.repeat(np.arange(len(descs), dtype=np.int64), counts)
+    desc = np.concatenate([d[:INDEXED] for d in descs if d is not None and len(d)]).astype(np.uint8)
+    words = desc.view(np.uint64)
+    n = len(desc)
+    step = BITS // 8
+    found: list[np.ndarray] = []
+    for t in range(TABLES):
+        piece = desc[:, step * t:step * (t + 1)].astype(np.uint32)
+        key = piece[:, 0] | (piece[:, 1] << 8) | (piece[:, 2] << 16)
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        start = np.flatnonzero(np.concatenate([[True], ks[1:] != ks[:-1]]))
+        length = np.diff(np.append(start, n))
+        run_len = np.repeat(length, length)
+        keep = (run_len >= 2) & (run_len <= MAX_BUCKET)
+        ids, kk, rl = order[keep], ks[keep], run_len[keep]
+        for o in range(1, MAX_BUCKET):
+            m = len(ids) - o
+            if m <= 0:
+                break
+            same = (kk[:m] == kk[o:]) & (rl[:m] > o)
+            if not same.any():
+                break
+            i, j = ids[:m][same], ids[o:][same]
+            near = np.bitwise_count(words[i] ^ words[j]).sum(axis=1) <= MAX_DISTANCE
+            i, j = i[near], j[near]
+            other = owner[i] != owner[j]
+            i, j = np.minimum(i, j)[other], np.maximum(i, j)[other]
+            found.append(i * n + j)
+    if not found:
+        return z, z, z
+    pairs = np.unique(np.concatenate(found))  # each descriptor pair once, whatever tables it met in
+    oa, ob = owner[pairs // n], owner[pairs % n]
+    img = np.minimum(oa, ob) * len(descs) + np.maximum(oa, ob)
+    uniq, shared = np.unique(img, return_counts=True)
+    ok = shared >= MIN_SHARED
+    return uniq[ok] // len(descs), uniq[ok] % len(descs), shared[ok].astype(np.int64)

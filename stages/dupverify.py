@@ -1,0 +1,169 @@
+"""Proof of a near duplicate: local features and a geometric fit (dedup's verification step).
+
+Per item, ``features`` keeps ``N_FEATURES`` ORB keypoints spread over a grayscale copy whose
+longer side is at most ``SIDE`` px, packed into one compact string (coordinates as one byte each,
+in steps of ``SIDE / 256`` px; 32-byte descriptors): 3.3 kB, 4.4 kB of base64 text per image.
+SIDE is large enough that a crop saved at its own resolution keeps its pixel scale: a copy keeping
+a fifth of a 500 px photo is compared at the scale of the photo itself.
+
+``verify`` matches two such sets (Hamming, Lowe's ratio test both ways), fits a similarity
+transform (rotation, uniform scale, shift) with RANSAC, and calls the pair the same picture only
+when all of these hold: enough inliers, a plausible fit (scale within ``MAX_SCALE``, rotation
+within ``MAX_ROTATION`` degrees) and inliers spread over a good part of the smaller picture
+(``overlap``: the area of their convex hull over the area of the picture content the two share).
+Inlier count alone is no proof: two different photos with similar texture (the same meme
+background, a crowd, a brick wall) reach dozens of consistent matches, but on a small patch.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: Longer side of the grayscale copy keypoints are found on (coordinates then fit in a byte).
+SIDE = 512
+#: Coordinates are stored as bytes: pixels of the SIDE frame divided by this.
+STEP = SIDE / 256
+N_FEATURES = 96
+#: Keypoints are kept spread over a GRID x GRID grid (see ``spread``).
+GRID = 6
+DESC = 32
+#: Ratio test: best match distance below this fraction of the second best.
+RATIO = 0.8
+#: RANSAC reprojection threshold, px of the SIDE frame.
+REPROJ = 5.0
+MAX_SCALE = 6.0
+MAX_ROTATION = 20.0
+
+_orb: cv2.ORB | None = None
+
+
+def _detector() -> cv2.ORB:
+    global _orb
+    if _orb is None:
+        # A small edge threshold and patch so that keypoints reach near the borders of small images.
+        _orb = cv2.ORB_create(nfeatures=8 * N_FEATURES, scaleFactor=1.25, nlevels=8, edgeThreshold=15, patchSize=15, fastThreshold=10)
+    return _orb
+
+
+def features(gray: np.ndarray) -> str:
+    """Packed keypoints of a grayscale uint8 image ("" when it has none): see ``unpack``."""
+    h, w = gray.shape[:2]
+    if min(h, w) < 16:
+        return ""
+    s = SIDE / max(h, w)
+    if s < 1.0:
+        gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    h, w = gray.shape[:2]
+    kps, desc = _detector().detectAndCompute(np.ascontiguousarray(gray), None)
+    if desc is None or not len(kps):
+        return ""
+    keep = spread([k.pt for k in kps], [k.response for k in kps], w, h)
+    desc = desc[keep]
+    xy = np.clip(np.round(np.array([kps[i].pt for i in keep]) / STEP), 0, 255).astype(np.uint8)
+    head = np.array([w, h], dtype=np.uint16)
+    return base64.b64encode(head.tobytes() + xy.tobytes() + desc.astype(np.uint8).tobytes()).decode("ascii")
+
+
+def spread(pts: list[tuple[float, float]], response: list[float], w: int, h: int) -> np.ndarray:
+    """Indices of at most N_FEATURES keypoints spread over the image: the strongest of each cell of
+    a GRID x GRID grid first, then the second strongest of each, and so on (strongest first)."""
+    p = np.asarray(pts, np.float32).reshape(-1, 2)
+    r = np.asarray(response, np.float32)
+    cell = np.minimum((p[:, 1] * GRID / h).astype(int), GRID - 1) * GRID + np.minimum((p[:, 0] * GRID / w).astype(int), GRID - 1)
+    order = np.lexsort((-r, cell))
+    start = np.searchsorted(cell[order], np.arange(GRID * GRID))
+    rank = np.empty(len(r), np.int64)
+    rank[order] = np.arange(len(r)) - start[cell[order]]
+    return np.lexsort((-r, rank))[:N_FEATURES]
+
+
+@dataclass(frozen=True)
+class Packed:
+    size: tuple[int, int]   # (w, h) of the SIDE frame (uint16 in the packed string)
+    xy: np.ndarray          # (n, 2) float32
+    desc: np.ndarray        # (n, 32) uint8
+
+
+def unpack(s: str) -> Packed | None:
+    if not s:
+        return None
+    b = base64.b64decode(s)
+    n = (len(b) - 4) // (2 + DESC)
+    w, h = np.frombuffer(b, np.uint16, 2).tolist()
+    xy = np.frombuffer(b, np.uint8, 2 * n, 4).reshape(n, 2).astype(np.float32) * STEP
+    desc = np.frombuffer(b, np.uint8, DESC * n, 4 + 2 * n).reshape(n, DESC)
+    return Packed((w, h), xy, desc)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one verification saw: matches after the ratio test, RANSAC inliers, the fit and the overlap."""
+
+    matches: int = 0
+    inliers: int = 0
+    scale: float = 0.0
+    rotation: float = 0.0
+    overlap: float = 0.0
+    frame_iou: float = 0.0   # the two frames' overlap under the fit (1: the same framing)
+
+    def proves(self, min_inliers: int, min_overlap: float) -> bool:
+        return (self.inliers >= min_inliers and self.overlap >= min_overlap
+                and 1 / MAX_SCALE <= self.scale <= MAX_SCALE and abs(self.rotation) <= MAX_ROTATION)
+
+
+def _two_nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each descriptor of *a*: Hamming distances to its two nearest in *b*, and their indices."""
+    dist, idx = cv2.batchDistance(a, b, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2)
+    return dist, idx
+
+
+def matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (ia, ib) of mutual best matches between two descriptor sets (>= 2 each) that pass the ratio test both ways."""
+    dab, iab = _two_nearest(a, b)
+    dba, iba = _two_nearest(b, a)
+    ia = np.arange(len(a))
+    best = iab[:, 0]
+    ok = (iba[best, 0] == ia) & (dab[:, 0] < RATIO * dab[:, 1]) & (dab[:, 0] < RATIO * dba[best, 1])
+    return ia[ok], best[ok]
+
+
+def _hull_area(pts: np.ndarray) -> float:
+    return float(cv2.contourArea(cv2.convexHull(pts.astype(np.float32)))) if len(pts) >= 3 else 0.0
+
+
+def verify(a: Packed | None, b: Packed | None, need: int = 3) -> Evidence:
+    """Evidence that *a* and *b* show the same picture (see the module doc); no fit is tried with
+    fewer than *need* matches (they could not make enough inliers)."""
+    if a is None or b is None or len(a.desc) < 2 or len(b.desc) < 2:
+        return Evidence()
+    ia, ib = matches(a.desc, b.desc)
+    if len(ia) < max(3, need):
+        return Evidence(len(ia))
+    pa, pb = a.xy[ia], b.xy[ib]
+    m, mask = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=REPROJ, maxIters=500, confidence=0.99)
+    if m is None or mask is None:
+        return Evidence(len(ia))
+    inl = mask.ravel().astype(bool)
+    scale = float(np.hypot(m[0, 0], m[1, 0]))
+    rotation = float(np.degrees(np.arctan2(m[1, 0], m[0, 0])))
+    if scale <= 0:
+        return Evidence(len(ia), int(inl.sum()))
+    # The content both pictures share: b's frame mapped into a, clipped to a's frame.
+    (wa, ha), (wb, hb) = a.size, b.size
+    inv = cv2.invertAffineTransform(m)
+    corners = cv2.transform(np.array([[[0, 0], [wb, 0], [wb, hb], [0, hb]]], np.float32), inv)[0]
+    shared = _clip_area(corners, wa, ha)
+    overlap = _hull_area(pa[inl]) / shared if shared > 0 else 0.0
+    union = wa * ha + wb * hb / scale ** 2 - shared
+    return Evidence(len(ia), int(inl.sum()), scale, rotation, min(1.0, overlap), shared / union if union > 0 else 0.0)
+
+
+def _clip_area(quad: np.ndarray, w: float, h: float) -> float:
+    """Area of a convex quadrilateral clipped to the rectangle [0, w] x [0, h]."""
+    rect = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    area, _ = cv2.intersectConvexConvex(quad.astype(np.float32), rect)
+    return float(area)
