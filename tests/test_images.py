@@ -152,3 +152,23 @@ def test_shrink_keeps_the_aspect_and_never_enlarges(h: int, w: int, side: int) -
     # area averaging: a flat image stays flat, and the mean level is kept
     assert np.array_equal(shrink(np.full((h, w), 77, np.uint8), side), np.full(out.shape[:2], 77, np.uint8))
     assert abs(float(out.mean()) - float(a.mean())) < 1.5
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_direct_array_decode_gives_the_pillow_pixels(orientation: int, shared) -> None:
+    """Complete RGB/gray JPEGs decode straight into an array: the very pixels Pillow gives, upright."""
+    for data in (corpus.oriented_jpeg(orientation, corpus.reference()), (shared / "faces/presence/fr_obama.jpg").read_bytes()):
+        d = decode(data)
+        assert d._direct()
+        via_pillow = decode(data)
+        via_pillow._no_direct = True
+        assert np.array_equal(d.full(), via_pillow.full())
+        assert np.array_equal(np.asarray(d.pil()), d.full())
+
+
+def test_truncated_jpeg_is_left_to_pillow(shared) -> None:
+    data = (shared / "faces/presence/fr_obama.jpg").read_bytes()
+    d = decode(data[: len(data) // 2])
+    assert not d._direct()  # no end-of-image marker: Pillow decides, and says it is truncated
+    with pytest.raises(DecodeError):
+        d.full()
