@@ -159,7 +159,7 @@ class Decoded:
         pixels as Pillow's): a complete RGB or gray JPEG. Copying a decoded 12 MP Pillow image into
         an array costs half the decode; other files go through Pillow (modes, truncation errors)."""
         return (not self._no_direct and self._pil is None and self.format == "JPEG" and self.header.mode in ("RGB", "L")
-                and self.data.rstrip(b"\0").endswith(b"\xff\xd9"))
+                and self.data[-4096:].rstrip(b"\0").endswith(b"\xff\xd9"))
 
     def _cv2_decode(self) -> np.ndarray | None:
         import cv2
