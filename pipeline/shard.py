@@ -81,7 +81,8 @@ def run_shard(task: ShardTask) -> ShardResult:
 
 
 def reduce_from_full(stages: list[Stage]) -> list[bool]:
-    """Per stage: whether it or a stage before it reads the full-resolution image."""
+    """Per stage: whether it or a stage before it reads the full-resolution image (a stage says so
+    with a true ``reads_full`` attribute)."""
     out, seen = [], False
     for s in stages:
         seen = seen or bool(getattr(s, "reads_full", False))
@@ -89,11 +90,10 @@ def reduce_from_full(stages: list[Stage]) -> list[bool]:
     return out
 
 
-def run_item(item: Item, task: ShardTask, from_full: list[bool] | None = None, times: Counter[str] | None = None) -> dict[str, list[Outcome]]:
-    """All stages for one item (and whatever it splits into); returns new outcomes by stage."""
+def run_item(item: Item, task: ShardTask, from_full: list[bool], times: Counter[str]) -> dict[str, list[Outcome]]:
+    """All stages for one item (and whatever it splits into); returns new outcomes by stage.
+    *from_full*: per stage, see ``reduce_from_full``; *times*: seconds by step, added to."""
     image = Decoded(lambda: read_item(item), task.max_pixels)
-    from_full = from_full if from_full is not None else reduce_from_full(task.stages)
-    times = times if times is not None else Counter()
     live: list[tuple[Item, Any, dict[str, Outcome]]] = [(item, None, {})]
     new: dict[str, list[Outcome]] = {}
     for stage, full in zip(task.stages, from_full, strict=True):

@@ -2,8 +2,8 @@
 
 Where to look (``where``): ``image`` (default) looks at the whole source image, reduced to the
 engine's ``side`` (320 px for the ppocr engines; from the full-resolution pixels when compress or
-crop decoded them earlier in the run, else with a DCT-scaled decode). ``face`` looks at the face crop handed on by the
-crop stage when crop ran earlier in the same run; without crop there is no crop to look at,
+crop decoded them earlier in the run, else with a DCT-scaled decode). ``face`` looks at the face
+crop handed on by the crop stage when crop ran earlier in the same run; without crop there is no crop to look at,
 so the stage falls back to the whole image (logged once per worker, and ``text_where`` in the
 metrics says ``image``).
 

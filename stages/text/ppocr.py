@@ -18,11 +18,12 @@ Choices measured on ../shared/data (bench/ocr.py and the face crops of its boxes
   Vertical text is therefore not counted.
 - rapidocr's input scaling (BGR, -1..1) rather than PaddleOCR's ImageNet mean/std: as good on
   whole images, and the ImageNet scaling read clenched teeth in one face crop as text.
-- The copy is 320 px on its longer side (``side``), the smallest that keeps the recall: on the
-  shared text set 480, 400 and 320 px all find 14/14 captioned images with the same false
-  rejections (1/70 text-free), 288 px finds 13, 256 px 11; on 40 generated 4000x3000 AIHub-like
-  photos (no text) 480 px rejected 5, 400 px 1, 320 px none. The network costs about 0.45x of
-  480 px (bench/ocr.py, BENCHMARKS.md).
+- The copy is 320 px on its longer side (``side``), the smallest that keeps the recall. Chosen on
+  half of bench/ocr.py's images (every other one, sorted by path): 480, 400, 352
+  and 320 px find 7/7 captioned images there with the same false rejections (1/34), 288 px 6/7.
+  On the other half, not used to choose, 320 px finds 7/7 with no false rejection (0/36), as 480 px
+  does; on 40 generated 4000x3000 AIHub-like photos (no text) 480 px rejected 5, 320 px none. The
+  network costs about 0.45x of 480 px (BENCHMARKS.md, "e2e").
 """
 
 from __future__ import annotations
