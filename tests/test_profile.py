@@ -44,8 +44,6 @@ def test_profile_is_written_and_sums_to_the_workers_time(shared: Path, tmp_path:
     assert sum(r["share"] for r in rows.values()) == pytest.approx(1, abs=0.01)
     for r in rows.values():  # 8 photos over 3 shards
         assert r["ms_per_image"] == pytest.approx(1000 * r["seconds"] / 8, rel=0.01, abs=0.07)  # seconds rounded to 1 ms
-    # the full-resolution decode happens once per photo: compress decodes, crop and ocr reduce from those pixels
-    assert rows["reduce"]["seconds"] < rows["decode"]["seconds"]
     line = next(x for x in out.splitlines() if x.startswith("profile:"))
     assert "over 8 images" in line and str(work / "reports" / "profile.csv") in line
     # A resumed run with nothing left to do times nothing, and says so.
