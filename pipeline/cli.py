@@ -68,6 +68,9 @@ def build_parser() -> Parser:
     g.add_argument("--shard-size", dest="shard_size", help="items per shard, the unit of work and resume (default 0: about 1%% of the items, 8 to 256)")
     g.add_argument("--retries", help="times a failed shard is retried (default: 2)")
     g.add_argument("--max-pixels", dest="max_pixels", help="refuse larger images as too_large (default: 100000000)")
+    g.add_argument("--profile", action="store_true", default=None,
+                   help="write WORK/reports/profile.csv: the workers' seconds per step (read, decode, reduce, each stage, "
+                        "encode, write), summed over shards, and print a one-line summary")
     g.add_argument("--dry-run", action="store_true", help="list the input and say what would run; write nothing")
     s = r.add_argument_group("source")
     s.add_argument("--layout", dest="source.layout", help="auto | folder | aihub | fer2013 (default: auto)")

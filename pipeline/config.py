@@ -2,7 +2,7 @@
 
 Config file layout::
 
-    [run]      input, out, stages, workers, backend, scheduler, shard_size, retries, max_pixels
+    [run]      input, out, stages, workers, backend, scheduler, shard_size, retries, max_pixels, profile
     [source]   layout, label_policy, labels = [...]; [source.aliases] 기쁨 = "happy"
     [compress] quality = 40, max_side = 0          # one table per stage: its Params fields
 """
@@ -42,6 +42,8 @@ class RunConfig:
     shard_size: int = 0  # 0: from the item count (see runner.shard_size)
     retries: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: write WORK/reports/profile.csv: where the workers' time went, per step
+    profile: bool = False
     source: SourceOptions = field(default_factory=SourceOptions)
     params: Mapping[str, Params] = field(default_factory=dict)
 
@@ -147,9 +149,10 @@ def build(file: Mapping[str, Any], flags: Mapping[str, Any]) -> RunConfig:
     if scheduler and backend not in ("", "dask"):
         raise ConfigError("--scheduler only works with --backend dask")
 
+    profile = coerce(layer("run", "profile") or False, bool, "run.profile")
     source = _source(file.get("source", {}), flags)
     params = {name: _params(name, file.get(name, {}), flags) for name in STAGES}
-    cfg = RunConfig(inp, out, stages, backend=backend, scheduler=scheduler, source=source, params=params, **run)
+    cfg = RunConfig(inp, out, stages, backend=backend, scheduler=scheduler, profile=profile, source=source, params=params, **run)
     if cfg.executor == "dask":
         try:
             import dask.distributed  # noqa: F401
@@ -218,7 +221,7 @@ def to_toml(cfg: RunConfig) -> str:
 
     run = {"input": str(cfg.input.resolve()), "out": str(cfg.out.resolve()), "stages": list(cfg.stages),
            "workers": cfg.workers, "backend": cfg.executor, "scheduler": cfg.scheduler,
-           "shard_size": cfg.shard_size, "retries": cfg.retries, "max_pixels": cfg.max_pixels}
+           "shard_size": cfg.shard_size, "retries": cfg.retries, "max_pixels": cfg.max_pixels, "profile": cfg.profile}
     lines = ["[run]", *(f"{k} = {val(v)}" for k, v in run.items()), "", "[source]"]
     src = cfg.source
     lines += [f"layout = {val(src.layout)}", f"label_policy = {val(src.label_policy)}", f"labels = {val(src.labels)}"]

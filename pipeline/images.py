@@ -1,7 +1,8 @@
 """The only place that decodes and encodes images.
 
 Bytes in (never ``cv2.imread(path)``, which fails on non-ASCII paths), EXIF orientation applied
-first, reduced decodes from JPEG DCT scaling, a decompression-bomb guard, atomic writes.
+first, reduced copies (from JPEG DCT scaling, or from full-resolution pixels a run decodes anyway),
+a decompression-bomb guard, atomic writes. Every step adds its time to pipeline.profile.CLOCK.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from pipeline.profile import timed
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -42,10 +45,19 @@ class DecodeError(Exception):
 class Decoded:
     """One image, decoded at most once, upright, with cached reduced copies.
 
+    Where reduced copies come from is a setting, never a matter of what happened to be decoded
+    before (a resumed run that skips a stage must see the same pixels): with ``reduce_from_full``
+    false, a JPEG's copy is a fresh DCT-scaled decode (cheap when nothing needs the full image);
+    with it true, the copy is cut down from the full-resolution pixels (cheap when a stage of the
+    run decodes them anyway: a resize costs a fraction of a second decode). The shard task sets
+    it per stage from the stages up to that one (see pipeline.shard).
+
     Args:
         read: returns the encoded bytes (called once, lazily).
         max_pixels: images with more pixels are refused as ``too_large`` before decoding.
     """
+
+    reduce_from_full = False
 
     def __init__(self, read: Callable[[], bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self._read = read
@@ -54,7 +66,9 @@ class Decoded:
         self._header: Image.Image | None = None
         self._pil: Image.Image | None = None
         self._full: np.ndarray | None = None
-        self._reduced: dict[int, np.ndarray] = {}
+        self._reduced: dict[tuple[int, bool], np.ndarray] = {}
+        self._blocks: dict[int, np.ndarray] = {}
+        self._no_direct = False
 
     @classmethod
     def from_bytes(cls, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
@@ -64,7 +78,8 @@ class Decoded:
     def data(self) -> bytes:
         if self._data is None:
             try:
-                self._data = self._read()
+                with timed("read"):
+                    self._data = self._read()
             except OSError as e:
                 raise DecodeError("unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
             if not self._data:
@@ -116,43 +131,85 @@ class Decoded:
     def pil(self) -> Image.Image:
         """Full-resolution upright image as PIL, mode ``L`` or ``RGB``."""
         if self._pil is None:
-            self._pil = self._load(self._open(), self.orientation)
+            if self._direct():
+                full = self.full()
+                with timed("decode"):
+                    self._pil = Image.fromarray(full)
+            else:
+                im, orientation = self._open(), self.orientation
+                with timed("decode"):
+                    self._pil = self._load(im, orientation)
         return self._pil
 
     def full(self) -> np.ndarray:
         """Full-resolution upright pixels: HxW (grayscale) or HxWx3 RGB, uint8."""
         if self._full is None:
-            self._full = np.asarray(self.pil())
+            if self._direct():
+                with timed("decode"):
+                    self._full = self._cv2_decode()
+                self._no_direct = self._full is None
+            if self._full is None:
+                pil = self.pil()
+                with timed("decode"):
+                    self._full = np.asarray(pil)
         return self._full
 
+    def _direct(self) -> bool:
+        """Whether the pixels can be decoded straight into an array (OpenCV's libjpeg-turbo, the same
+        pixels as Pillow's): a complete RGB or gray JPEG. Copying a decoded 12 MP Pillow image into
+        an array costs half the decode; other files go through Pillow (modes, truncation errors)."""
+        return (not self._no_direct and self._pil is None and self.format == "JPEG" and self.header.mode in ("RGB", "L")
+                and self.data[-4096:].rstrip(b"\0").endswith(b"\xff\xd9"))
+
+    def _cv2_decode(self) -> np.ndarray | None:
+        import cv2
+
+        flags = (cv2.IMREAD_COLOR if self.header.mode == "RGB" else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_IGNORE_ORIENTATION
+        try:
+            a = cv2.imdecode(np.frombuffer(self.data, np.uint8), flags)
+        except cv2.error:
+            return None
+        if a is None or a.shape[:2] != self.header.size[::-1]:
+            return None  # Pillow decides what is wrong with it
+        if a.ndim == 3:
+            a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
+        o = self.orientation
+        if o in (5, 7):
+            a = cv2.transpose(a)
+        flip = {2: 1, 4: 0, 7: -1}.get(o)
+        turn = {3: cv2.ROTATE_180, 6: cv2.ROTATE_90_CLOCKWISE, 8: cv2.ROTATE_90_COUNTERCLOCKWISE}.get(o)
+        if flip is not None:
+            a = cv2.flip(a, flip)
+        elif turn is not None:
+            a = cv2.rotate(a, turn)
+        return a
+
     def at_most(self, side: int) -> np.ndarray:
-        """Upright pixels with the longer side at most *side*, decoded reduced where possible."""
+        """Upright pixels with the longer side at most *side* (see the class doc for their source)."""
         w, h = self.size
         if max(w, h) <= side:
             return self.full()
-        if side not in self._reduced:
-            self._reduced[side] = self._reduce(side)
-        return self._reduced[side]
+        key = (side, self.reduce_from_full or self.format != "JPEG")
+        if key not in self._reduced:
+            if key[1]:
+                full = self.full()
+                with timed("reduce"):
+                    self._reduced[key] = shrink(full, side, self._blocks)
+            else:
+                self._reduced[key] = self._dct_reduce(side)
+        return self._reduced[key]
 
-    def _reduce(self, side: int) -> np.ndarray:
-        """A reduced copy that does not depend on what was decoded before (results must not change
-        when a resumed run skips the stage that decoded the full image): JPEGs always come from a
-        fresh DCT-scaled decode (1/2..1/8, cheap), other formats from the full decode."""
-        import cv2
-
+    def _dct_reduce(self, side: int) -> np.ndarray:
+        """A JPEG's reduced copy from a fresh DCT-scaled decode (1/2..1/8), then an area resize."""
         w, h = self.size
         scale = side / max(w, h)
         tw, th = max(1, round(w * scale)), max(1, round(h * scale))
-        if self.format == "JPEG":
-            im = self._open()
-            raw = (th, tw) if self.orientation in _SWAPS else (tw, th)
+        im = self._open()
+        raw = (th, tw) if self.orientation in _SWAPS else (tw, th)
+        with timed("reduce"):
             im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", raw)
             src = np.asarray(self._load(im, self.orientation))
-        else:
-            src = self.full()
-        if src.shape[1] == tw and src.shape[0] == th:
-            return src
-        return cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA)
+            return src if src.shape[:2] == (th, tw) else _area(src, tw, th)
 
     @staticmethod
     def _load(im: Image.Image, orientation: int) -> Image.Image:
@@ -167,6 +224,42 @@ class Decoded:
             raise
         except (OSError, SyntaxError, ValueError, MemoryError) as e:
             raise DecodeError("decode_error", f"{type(e).__name__}: {e}") from None
+
+
+#: Reductions first average whole blocks down to about this longer side (or the asked side, when
+#: larger), then area-resize the small result: every copy of one image up to 640 px shares the
+#: block-averaged one (detection, text search, scores and hashes, thumbnails ask for 160-640 px).
+BLOCK_SIDE = 640
+
+
+def shrink(a: np.ndarray, side: int, blocks: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """*a* (HxW or HxWx3 uint8) with its longer side at most *side*, by area averaging; never enlarged.
+
+    Averaging whole k x k blocks is OpenCV's fast path (about 3x cheaper on 12 MP than one
+    fractional area resize), so large reductions go through a block-averaged copy at
+    ``BLOCK_SIDE`` px or more (the last ``w % k`` columns and ``h % k`` rows, fewer than k and so
+    under 0.2% of the side, are left out of it), cached in *blocks* by k. A pure function of *a* and *side*.
+    """
+    h, w = a.shape[:2]
+    if max(h, w) <= side:
+        return a
+    s = side / max(h, w)
+    tw, th = max(1, round(w * s)), max(1, round(h * s))
+    k = min(w // tw, h // th, max(1, max(h, w) // BLOCK_SIDE))
+    if k >= 2:
+        small = blocks.get(k) if blocks is not None else None
+        if small is None:
+            small = _area(a[: h - h % k, : w - w % k], (w - w % k) // k, (h - h % k) // k)
+            if blocks is not None:
+                blocks[k] = small
+        a = small
+    return a if a.shape[:2] == (th, tw) else _area(a, tw, th)
+
+
+def _area(a: np.ndarray, w: int, h: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def to_l_or_rgb(im: Image.Image) -> Image.Image:
@@ -203,7 +296,8 @@ def encode_jpeg(image: Image.Image | np.ndarray, quality: int) -> bytes:
     """JPEG bytes (4:2:0, baseline) of a PIL image or an L/RGB array."""
     im = image if isinstance(image, Image.Image) else Image.fromarray(image)
     buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
+    with timed("encode"):
+        im.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
@@ -213,16 +307,18 @@ def atomic_write(path: Path, data: bytes) -> None:
     No fsync: the guarantee is against killed processes, which is what resume handles; a power
     cut is left to the file system's journal.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with timed("write"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 def encode_png(a: np.ndarray) -> bytes:
     """PNG bytes of an L/RGB array (lossless; for images that have no file of their own)."""
     buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG", compress_level=1)
+    with timed("encode"):
+        Image.fromarray(a).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
 
 

@@ -24,6 +24,7 @@ from manifests.store import Store, dumps
 from pipeline import executor, report, sources
 from pipeline.config import RunConfig, to_toml
 from pipeline.images import atomic_write
+from pipeline.profile import Profile
 from pipeline.shard import ShardResult, ShardTask, run_shard
 from stages.base import ORDER, STAGES, Item, Outcome, Stage, ordered, param_dict
 
@@ -147,8 +148,9 @@ def outcome_of_row(r: dict[str, Any]) -> Outcome:
     return Outcome(r["key"], r["status"], r["reason"], r["detail"], r["artifact"], json.loads(r["metrics"]))
 
 
-def per_item_pass(cfg: RunConfig, store: Store, shards: list[list[Item]]) -> dict[str, list[int]]:
-    """Run every pending shard through the per-item stages; returns failed shards by stage."""
+def per_item_pass(cfg: RunConfig, store: Store, shards: list[list[Item]], profile: Profile | None = None) -> dict[str, list[int]]:
+    """Run every pending shard through the per-item stages; returns failed shards by stage.
+    *profile* sums where the workers' time went."""
     stages = [s for s in (STAGES[n](cfg.params[n]) for n in cfg.stages) if s.per_item]
     if not stages:
         return {}
@@ -168,7 +170,11 @@ def per_item_pass(cfg: RunConfig, store: Store, shards: list[list[Item]]) -> dic
     log.info("per-item stages (%s): %d of %d shards to do, %s with %d worker(s)",
              ",".join(s.name for s in stages), len(tasks), len(shards), cfg.executor, cfg.workers)
 
+    sizes = {t.shard: len(t.items) for t in tasks}
+
     def save(res: ShardResult) -> None:
+        if profile is not None:
+            profile.add(res.seconds, sizes[res.shard])
         for name, outs in res.outcomes.items():
             store.write_part(name, res.shard, (outcome_row(o) for o in sorted(outs, key=lambda o: o.key)))
 
@@ -268,7 +274,8 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> RunResult:
     cfg.out.mkdir(parents=True, exist_ok=True)
     atomic_write(cfg.out / "run.toml", to_toml(cfg).encode())
     invalidate(store, cfg, ingest_fp)
-    failed = per_item_pass(cfg, store, shards)
+    profile = Profile() if cfg.profile else None
+    failed = per_item_pass(cfg, store, shards, profile)
     store.save_failures({"shards": failed})
     if not failed:
         dataset_pass(cfg, store, items)
@@ -277,6 +284,8 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> RunResult:
                          read=lambda row: sources.read_item(item_of_row(row)), ignored=got.ignored, splits=getattr(split, "names", ()))
     report.build(cfg.out, cfg.workers)
     summary = export.summary(stats, cfg.out, time.monotonic() - t0)
+    if profile is not None:
+        summary += "\n" + profile.write(cfg.out / "reports", [n for n in cfg.stages if STAGES[n](cfg.params[n]).per_item])
     return RunResult(not failed, failed, summary)
 
 

@@ -2,12 +2,19 @@
 
 Runs in a worker process. Writes only artifacts; outcomes go back to the driver, which writes
 the part files. Stages already done for the shard are not re-run: their stored outcomes are
-replayed (and ``restore`` rebuilds any image they handed on).
+replayed (and ``restore`` rebuilds any image they handed on). The result carries where the task's
+time went (pipeline.profile), which the driver sums when the run is profiled.
+
+Reduced copies of an item come from its full-resolution pixels for a stage when that stage or one
+before it in the run reads the full image anyway (compress, crop: ``reads_full``), else from a
+DCT-scaled decode: a function of the run's stages, so a resumed run sees the same pixels.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +23,7 @@ from typing import Any
 from manifests.schema import KEPT
 from pipeline.executor import pin_threads
 from pipeline.images import Decoded, DecodeError
+from pipeline.profile import CLOCK, own_time
 from pipeline.report import make_thumbnail
 from pipeline.sources import read_item
 from stages.base import Context, Item, Outcome, Stage
@@ -38,6 +46,8 @@ class ShardTask:
 class ShardResult:
     shard: int
     outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
+    #: seconds by step (see pipeline.profile)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def children(stored: Mapping[str, Outcome], key: str) -> list[Outcome]:
@@ -52,37 +62,56 @@ def children(stored: Mapping[str, Outcome], key: str) -> list[Outcome]:
 
 
 def run_shard(task: ShardTask) -> ShardResult:
+    t0, clock0 = time.perf_counter(), CLOCK.copy()
+    times: Counter[str] = Counter()
     if task.pin:
         pin_threads()
     todo = [s for s in task.stages if s.name not in task.done]
     for s in todo:
-        s.ensure_setup()
+        own_time(times, "setup", s.ensure_setup)
     result = ShardResult(task.shard, {s.name: [] for s in todo})
+    from_full = reduce_from_full(task.stages)
     for item in task.items:
-        for name, outs in run_item(item, task).items():
+        for name, outs in run_item(item, task, from_full, times).items():
             result.outcomes[name].extend(outs)
+    times.update(CLOCK - clock0)
+    times["other"] = max(0.0, time.perf_counter() - t0 - times.total())
+    result.seconds = dict(times)
     return result
 
 
-def run_item(item: Item, task: ShardTask) -> dict[str, list[Outcome]]:
-    """All stages for one item (and whatever it splits into); returns new outcomes by stage."""
+def reduce_from_full(stages: list[Stage]) -> list[bool]:
+    """Per stage: whether it or a stage before it reads the full-resolution image (a stage says so
+    with a true ``reads_full`` attribute)."""
+    out, seen = [], False
+    for s in stages:
+        seen = seen or bool(getattr(s, "reads_full", False))
+        out.append(seen)
+    return out
+
+
+def run_item(item: Item, task: ShardTask, from_full: list[bool], times: Counter[str]) -> dict[str, list[Outcome]]:
+    """All stages for one item (and whatever it splits into); returns new outcomes by stage.
+    *from_full*: per stage, see ``reduce_from_full``; *times*: seconds by step, added to."""
     image = Decoded(lambda: read_item(item), task.max_pixels)
     live: list[tuple[Item, Any, dict[str, Outcome]]] = [(item, None, {})]
     new: dict[str, list[Outcome]] = {}
-    for stage in task.stages:
+    for stage, full in zip(task.stages, from_full, strict=True):
+        image.reduce_from_full = full
         nxt = []
         for it, view, upstream in live:
             ctx = Context(task.work, view, upstream)
             stored = task.done.get(stage.name)
             if stored is not None:
                 outs = children(stored, it.key)
-                outs = [dataclasses.replace(o, view=stage.restore(it, o, ctx)) if o.status == KEPT else o for o in outs]
+                outs = [dataclasses.replace(o, view=own_time(times, f"{stage.name} restore", stage.restore, it, o, ctx))
+                        if o.status == KEPT else o for o in outs]
             else:
-                outs = _process(stage, it, image, ctx)
+                outs = own_time(times, stage.name, _process, stage, it, image, ctx)
                 new.setdefault(stage.name, []).extend(dataclasses.replace(o, view=None) for o in outs)
                 for o in outs:  # the report's thumbnails, made here in parallel; never changes an outcome
                     if o.status != KEPT and o.reason != "too_large":
-                        make_thumbnail(image, o.key, task.work)
+                        own_time(times, "thumbnails", make_thumbnail, image, o.key, task.work)
             for o in outs:
                 if o.status == KEPT:
                     child = it if o.key == it.key else dataclasses.replace(it, key=o.key)

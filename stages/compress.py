@@ -29,6 +29,11 @@ class Compress(Stage):
     columns = ("bytes_in", "bytes_out")
     produces_file = True
 
+    @property
+    def reads_full(self) -> bool:
+        """Decodes the full-resolution image (unless it shrinks it): later stages reduce from those pixels."""
+        return not self.params.max_side  # type: ignore[attr-defined]
+
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome:
         p: CompressParams = self.params  # type: ignore[assignment]
         if p.max_side and max(image.size) > p.max_side:

@@ -86,6 +86,8 @@ class Crop(Stage):
     version = 1
     columns = ("box_x", "box_y", "box_w", "box_h", "det_score", "n_faces")
     produces_file = True
+    #: cuts from the full-resolution pixels, so its detection copy is reduced from them (pipeline.shard)
+    reads_full = True
 
     def __init__(self, params: StageParams | None = None) -> None:
         super().__init__(params)

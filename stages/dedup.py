@@ -1,6 +1,6 @@
 """dedup: exact and near-duplicate images, grouped; the best of each group stays.
 
-Per item (fused pass), on the face crop the crop stage handed on, else on the whole image reduced
+Per item (fused pass), on the face crop the crop stage handed on, else on the whole image, reduced
 to at most ``HASH_SIDE`` px: a blake2b hash of those decoded pixels and the source size (exact
 copies; a reduced copy is decoded the same way from the same bytes), a 64-bit DCT
 pHash, the pHash of the mirrored image (free, see stages.phash) and the pHashes of five 90%
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.images import Decoded, to_gray
+from pipeline.images import Decoded, shrink, to_gray
 from stages import dupindex, dupverify
 from stages.base import Context, Item, Outcome, Params, Stage, register
 from stages.phash import components, hamming, near_pairs, phash, pixel_hash, unhex
@@ -304,14 +304,14 @@ class Dedup(Stage):
 
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome:
         if ctx.view is not None:
-            pixels = ctx.view
-            size = (pixels.shape[1], pixels.shape[0])
+            size = (ctx.view.shape[1], ctx.view.shape[0])
+            pixels = shrink(ctx.view, HASH_SIDE)
             # "Largest" means the most source pixels on the face, whatever size crop saved it at.
             crop = ctx.upstream.get("crop")
             box = crop.metrics if crop is not None else {}
             area = int(box.get("box_w", size[0])) * int(box.get("box_h", size[1]))
             extra = frame_hashes(image.at_most(HASH_SIDE))
-            detailed = pixels
+            detailed = shrink(ctx.view, dupverify.SIDE)
         else:
             pixels, size = image.at_most(HASH_SIDE), image.size
             area = size[0] * size[1]

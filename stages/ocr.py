@@ -1,8 +1,9 @@
 """ocr: reject images with text on them — memes, captions, subtitles, watermarks — and say what was found.
 
 Where to look (``where``): ``image`` (default) looks at the whole source image, reduced to the
-engine's ``side`` with a DCT-scaled decode. ``face`` looks at the face crop handed on by the
-crop stage when crop ran earlier in the same run; without crop there is no crop to look at,
+engine's ``side`` (320 px for the ppocr engines; from the full-resolution pixels when compress or
+crop decoded them earlier in the run, else with a DCT-scaled decode). ``face`` looks at the face
+crop handed on by the crop stage when crop ran earlier in the same run; without crop there is no crop to look at,
 so the stage falls back to the whole image (logged once per worker, and ``text_where`` in the
 metrics says ``image``).
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.images import Decoded, to_rgb
+from pipeline.images import Decoded, shrink, to_rgb
 from stages.base import Context, Item, Outcome, Stage, register
 from stages.base import Params as StageParams
 from stages.text import ENGINES, TextReader, TextRegion, covered_fraction, create, missing
@@ -64,7 +65,7 @@ class OcrParams(StageParams):
     min_chars: int = field(default=3, metadata={
         "help": "tesseract engine: a word counts only with at least this many letters or digits"})
     side: int = field(default=0, metadata={
-        "help": "longer side (px) of the copy text is looked for in (0: the engine's own: 480 for the ppocr engines, 960 for tesseract)"})
+        "help": "longer side (px) of the copy text is looked for in (0: the engine's own: 320 for the ppocr engines, 960 for tesseract)"})
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -96,7 +97,7 @@ _warned_no_view = False
 class Ocr(Stage):
     name = "ocr"
     Params = OcrParams
-    version = 1
+    version = 2
     columns = ("text_regions", "text_area")
 
     def __init__(self, params: StageParams | None = None) -> None:
@@ -151,17 +152,6 @@ def _warn_no_view() -> None:
     if not _warned_no_view:
         log.warning("ocr: where=face but no face crop was handed on (crop did not run before ocr); looking at the whole image")
         _warned_no_view = True
-
-
-def shrink(a: np.ndarray, side: int) -> np.ndarray:
-    """*a* with its longer side at most *side* (never enlarged)."""
-    h, w = a.shape[:2]
-    if max(h, w) <= side:
-        return a
-    import cv2
-
-    s = side / max(h, w)
-    return cv2.resize(a, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
 def scale_box(box: tuple[int, int, int, int], sx: float, sy: float) -> tuple[int, int, int, int]:

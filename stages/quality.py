@@ -1,8 +1,9 @@
 """quality: per-image scores in the fused pass, thresholds decided over the whole run.
 
-Per item, on the face crop the crop stage handed on (else on the whole image reduced to at most
-``SIDE`` px): sharpness (variance of the Laplacian with the longer side resized to ``SHARP_SIDE``,
-so that it compares across image sizes), brightness (5th and 95th percentiles and mean of the gray
+Per item, on the face crop the crop stage handed on (else on the whole image), reduced to at most
+``SIDE`` px, so a score costs the same for a 2000 px face as for a 200 px one: sharpness
+(variance of the Laplacian with the longer side resized to ``SHARP_SIDE``, so that it compares
+across image sizes), brightness (5th and 95th percentiles and mean of the gray
 levels), contrast (standard deviation of the gray levels), entropy (bits of the gray histogram),
 face size (the crop's box, or the image when crop did not run: a folder of face crops), chroma
 (mean difference between colour channels: 0 for grayscale), detail (how many px across the face
@@ -27,12 +28,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.images import Decoded, to_gray
+from pipeline.images import Decoded, shrink, to_gray
 from stages.base import Context, Item, Outcome, Params, Stage, register
 
 log = logging.getLogger(__name__)
 
-#: Longer side of the whole image scored when no face crop is handed on.
+#: Longer side of the face crop (or of the whole image, when no crop is handed on) that is scored.
 SIDE = 256
 #: Sharpness is measured at this longer side: Laplacian variance depends on scale.
 SHARP_SIDE = 128
@@ -107,10 +108,12 @@ CHECKS = (
 )
 
 
-def scores(pixels: np.ndarray) -> dict[str, float]:
-    """Image scores of an HxW or HxWx3 uint8 image (see the module doc)."""
+def scores(pixels: np.ndarray, small: np.ndarray | None = None) -> dict[str, float]:
+    """Image scores of an HxW or HxWx3 uint8 image (see the module doc); *small*: its gray copy at
+    ``SHARP_SIDE`` (``_at_sharp_side``) when the caller has it already."""
     gray = to_gray(pixels)
-    sharp = float(cv2.Laplacian(_at_sharp_side(gray), cv2.CV_32F).var())
+    small = _at_sharp_side(gray) if small is None else small
+    sharp = float(cv2.Laplacian(small, cv2.CV_32F).var())
     hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
     cdf = np.cumsum(hist) / hist.sum()
     p = hist[hist > 0] / hist.sum()
@@ -140,9 +143,9 @@ def _at_sharp_side(gray: np.ndarray) -> np.ndarray:
     return small
 
 
-def face_detail(pixels: np.ndarray, face_px: int) -> int:
-    """``detail_px`` of *pixels* (HxW or HxWx3 uint8) showing a face *face_px* px across."""
-    small = _at_sharp_side(to_gray(pixels))
+def face_detail(pixels: np.ndarray, face_px: int, small: np.ndarray | None = None) -> int:
+    """``detail_px`` of *pixels* (HxW or HxWx3 uint8) showing a face *face_px* px across; *small* as for ``scores``."""
+    small = _at_sharp_side(to_gray(pixels)) if small is None else small
     return detail_px(detail(small), small.shape[:2], face_px)
 
 
@@ -221,17 +224,18 @@ class Quality(Stage):
     name = "quality"
     Params = QualityParams
     columns = ("sharpness", "brightness", "contrast", "entropy", "face_px", "detail_px", "yaw")
-    version = 2
+    version = 3
 
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome:
         crop = ctx.upstream.get("crop")
         cm: Mapping[str, Any] = crop.metrics if crop is not None else {}
         if ctx.view is not None:
-            pixels = ctx.view
-            face = (int(cm.get("box_w", pixels.shape[1])), int(cm.get("box_h", pixels.shape[0])))
+            face = (int(cm.get("box_w", ctx.view.shape[1])), int(cm.get("box_h", ctx.view.shape[0])))
+            pixels = shrink(ctx.view, SIDE)
         else:
             pixels, face = image.at_most(SIDE), image.size
-        metrics: dict[str, Any] = {**scores(pixels), "face_px": min(face), "detail_px": face_detail(pixels, min(face))}
+        small = _at_sharp_side(to_gray(pixels))
+        metrics: dict[str, Any] = {**scores(pixels, small), "face_px": min(face), "detail_px": face_detail(pixels, min(face), small)}
         yaw = yaw_from_landmarks(cm["landmarks"]) if cm.get("landmarks") is not None else None
         if yaw is not None:
             metrics["yaw"] = yaw

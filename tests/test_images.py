@@ -116,3 +116,59 @@ def test_face_suffix_only_at_the_end_of_a_key() -> None:
     assert split_key("happy/photo#1.jpg#2") == ("happy/photo#1.jpg", "2")
     assert key_to_relpath("happy/photo#1.jpg", ".jpg") == "happy/photo#1.jpg"
     assert key_to_relpath("happy/photo#1.jpg#2", ".jpg") == "happy/photo#1_face2.jpg"
+
+
+def test_reduced_copy_from_full_pixels_costs_no_second_decode(shared) -> None:
+    from pipeline.images import shrink
+    from pipeline.profile import CLOCK
+
+    data = (shared / "faces/presence/fr_obama.jpg").read_bytes()
+    d = decode(data)
+    d.reduce_from_full = True
+    full = d.full()
+    decoded = CLOCK["decode"]
+    small = d.at_most(333)
+    assert CLOCK["decode"] == decoded  # derived from the pixels in memory, not decoded again
+    assert np.array_equal(small, shrink(full, 333)) and max(small.shape[:2]) == 333
+    # the same pixels whether or not the full image was decoded first, and close to the DCT-scaled copy
+    fresh = decode(data)
+    fresh.reduce_from_full = True
+    assert np.array_equal(fresh.at_most(333), small)
+    assert np.abs(decode(data).at_most(333).astype(float) - small).mean() < 3
+
+
+@pytest.mark.parametrize(("h", "w", "side"), [(3000, 4000, 400), (3000, 4000, 480), (1081, 1917, 256), (50, 40, 60), (7, 1000, 100)])
+def test_shrink_keeps_the_aspect_and_never_enlarges(h: int, w: int, side: int) -> None:
+    from pipeline.images import shrink
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    out = shrink(a, side)
+    if max(h, w) <= side:
+        assert out is a
+        return
+    s = side / max(h, w)
+    assert out.shape == (max(1, round(h * s)), max(1, round(w * s)), 3)
+    # area averaging: a flat image stays flat, and the mean level is kept
+    assert np.array_equal(shrink(np.full((h, w), 77, np.uint8), side), np.full(out.shape[:2], 77, np.uint8))
+    assert abs(float(out.mean()) - float(a.mean())) < 1.5
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_direct_array_decode_gives_the_pillow_pixels(orientation: int, shared) -> None:
+    """Complete RGB/gray JPEGs decode straight into an array: the very pixels Pillow gives, upright."""
+    for data in (corpus.oriented_jpeg(orientation, corpus.reference()), (shared / "faces/presence/fr_obama.jpg").read_bytes()):
+        d = decode(data)
+        assert d._direct()
+        via_pillow = decode(data)
+        via_pillow._no_direct = True
+        assert np.array_equal(d.full(), via_pillow.full())
+        assert np.array_equal(np.asarray(d.pil()), d.full())
+
+
+def test_truncated_jpeg_is_left_to_pillow(shared) -> None:
+    data = (shared / "faces/presence/fr_obama.jpg").read_bytes()
+    d = decode(data[: len(data) // 2])
+    assert not d._direct()  # no end-of-image marker: Pillow decides, and says it is truncated
+    with pytest.raises(DecodeError):
+        d.full()

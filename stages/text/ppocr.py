@@ -1,5 +1,5 @@
 """ppocr: the PP-OCRv4 text-detection network shipped in the rapidocr-onnxruntime wheel, run
-directly with onnxruntime (one thread), without rapidocr's pipeline.
+directly with onnxruntime (one thread), without rapidocr's pipeline, on a 320 px copy.
 
 The network outputs, per pixel, the probability of lying inside a text line's (shrunk) core.
 Pixels above ``threshold`` are grouped into connected components; each component is a region
@@ -18,6 +18,12 @@ Choices measured on ../shared/data (bench/ocr.py and the face crops of its boxes
   Vertical text is therefore not counted.
 - rapidocr's input scaling (BGR, -1..1) rather than PaddleOCR's ImageNet mean/std: as good on
   whole images, and the ImageNet scaling read clenched teeth in one face crop as text.
+- The copy is 320 px on its longer side (``side``), the smallest that keeps the recall. Chosen on
+  half of bench/ocr.py's images (every other one, sorted by path): 480, 400, 352
+  and 320 px find 7/7 captioned images there with the same false rejections (1/34), 288 px 6/7.
+  On the other half, not used to choose, 320 px finds 7/7 with no false rejection (0/36), as 480 px
+  does; on 40 generated 4000x3000 AIHub-like photos (no text) 480 px rejected 5, 320 px none. The
+  network costs about 0.45x of 480 px (BENCHMARKS.md, "e2e").
 """
 
 from __future__ import annotations
@@ -82,7 +88,7 @@ class PPOCR(Engine):
         min_aspect: count only regions at least this many times as wide as tall.
     """
 
-    side = 480
+    side = 320
 
     def __init__(self, det_side: int = 480, threshold: float = 0.3, min_aspect: float = 2.0, **_: Any) -> None:
         self.det_side = det_side
