@@ -15,7 +15,6 @@ WORK`` (records from WORK/manifest.csv). WORK/model/ gets:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -24,9 +23,7 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +32,7 @@ import numpy as np
 
 from pipeline import train_data, train_eval
 from pipeline.images import atomic_write
+from stages.base import quiet_native_stderr
 
 if TYPE_CHECKING:
     from stages.train import TrainParams
@@ -72,47 +70,6 @@ def import_keras() -> Any:
         raise ConfigError(f"training needs Keras 3 with a backend (TensorFlow by default) and matplotlib ({e}): "
                           "pip install 'tensorflow>=2.16' matplotlib") from None
     return keras
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Hold back what native libraries write to file descriptor 2 (TensorFlow's and CUDA's notices:
-    oneDNN, "failed call to cuInit", CPU features, allocator patches) unless logging is at DEBUG
-    (``-v``). Python's own output (log lines, progress bars) still reaches the real stderr; if the
-    block raises, what was held back is printed after all."""
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real descriptor 2 (an embedding host): nothing to hold back
-        yield
-        return
-    old = sys.stderr
-    real = open(saved, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-    moved = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is old]
-    with tempfile.TemporaryFile() as held:
-        sys.stderr = real
-        for h in moved:
-            h.setStream(real)
-        os.dup2(held.fileno(), 2)
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            real.flush()
-            os.dup2(saved, 2)
-            sys.stderr = old
-            for h in moved:
-                h.setStream(old)
-            real.close()
-            os.close(saved)
-            if not ok:
-                held.seek(0)
-                old.write(held.read().decode("utf-8", "replace"))
-                old.flush()
 
 
 def configure(keras: Any, threads: int, seed: int) -> None:

@@ -9,8 +9,13 @@ them re-runs ``run`` but never the per-item work.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import os
 import re
+import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,3 +240,44 @@ def register(cls: S) -> S:
 def ordered(names: Iterable[str]) -> list[str]:
     """Stage names in canonical order."""
     return sorted(set(names), key=ORDER.index)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Hold back what native libraries write to file descriptor 2 (TensorFlow's and CUDA's notices:
+    oneDNN, "failed call to cuInit", CPU features, allocator patches) unless logging is at DEBUG
+    (``-v``). Python's own output (log lines, progress bars) still reaches the real stderr; if the
+    block raises, what was held back is printed after all."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real descriptor 2 (an embedding host): nothing to hold back
+        yield
+        return
+    old = sys.stderr
+    real = open(saved, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    moved = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is old]
+    with tempfile.TemporaryFile() as held:
+        sys.stderr = real
+        for h in moved:
+            h.setStream(real)
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            real.flush()
+            os.dup2(saved, 2)
+            sys.stderr = old
+            for h in moved:
+                h.setStream(old)
+            real.close()
+            os.close(saved)
+            if not ok:
+                held.seek(0)
+                old.write(held.read().decode("utf-8", "replace"))
+                old.flush()

@@ -8,16 +8,15 @@ the pixels of the upright source image.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
 
 from stages.base import Item, Registry, package_file  # noqa: F401  (re-exported for the backends)
+from stages.base import quiet_native_stderr as quiet_stderr
 
 #: Order of the five landmarks a backend may return, named as seen in the image (``left_eye``
 #: is the eye on the image's left side).
@@ -102,24 +101,6 @@ def create(name: str) -> Backend:
         return DETECTORS[name]()
     except ImportError as e:  # present but broken (e.g. pkg_resources gone from setuptools>=81)
         raise ConfigError(f"the {name} detector could not load ({e}); try: {DETECTORS[name].install}") from None
-
-
-@contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Silence native (C++) writes to fd 2 — TensorFlow logs through absl before it reads its
-    log-level variables. Python exceptions still propagate and are printed after the block."""
-    try:
-        fd = os.dup(2)
-    except OSError:  # no stderr to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(fd, 2)
-        os.close(fd)
 
 
 def import_tensorflow() -> object:
