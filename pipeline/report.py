@@ -237,7 +237,8 @@ def collect(work: Path, workers: int = 1) -> dict[str, Any]:
     kept, dropped = [], []
     for r in final_rows(names, store, stats=stats):
         (kept if r["status"] == KEPT else dropped).append(r)
-    dropped.sort(key=lambda r: r["key"])
+    # no_face first: when the detector does not fit a user's photos, the first page says so at once.
+    dropped.sort(key=lambda r: (r["reason"] != "no_face", r["key"]))
     # Rejections decided by a dataset step (dedup's groups, quality's thresholds), with that step's metrics.
     stages_dropping = {r["stage"] for r in dropped}
     decided = {n: {d["key"]: json.loads(d["metrics"]) for d in store.read_dataset(n) if d["status"] != KEPT}
