@@ -22,13 +22,9 @@ import tomllib
 from pipeline.images import DEFAULT_MAX_PIXELS
 from pipeline.sources import LAYOUTS, SourceOptions
 from pipeline.sources.aihub import POLICIES
-from stages.base import ORDER, STAGES, Params, ordered
+from stages.base import ORDER, STAGES, ConfigError, Params, ordered
 
 BACKENDS = ("sequential", "loky", "dask")
-
-
-class ConfigError(ValueError):
-    """Bad usage or configuration: reported as one line, exit 2, before any work."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,11 @@ import numpy as np
 from manifests.schema import FAILED, KEPT, REJECTED, check_reason
 from pipeline.images import Decoded
 
+
+class ConfigError(ValueError):
+    """Bad usage or configuration: reported as one line, exit 2, before any work. It lives here, at
+    the bottom, because stages raise it while validating their parameters and setting up."""
+
 #: Canonical order of the stages; a run executes the asked ones in this order.
 ORDER = ("compress", "crop", "ocr", "quality", "dedup", "split", "train")
 

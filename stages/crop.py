@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.images import Decoded, atomic_write, encode_jpeg, to_gray, to_rgb
-from stages.base import Context, Item, Outcome, Params, Stage, register
+from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
 from stages.base import Params as StageParams
 from stages.detectors import DETECTORS, Face, create, missing
 
@@ -92,7 +92,6 @@ class Crop(Stage):
     def __init__(self, params: StageParams | None = None) -> None:
         super().__init__(params)
         if params is not None and (why := missing(self.params.detector)):  # type: ignore[attr-defined]
-            from pipeline.config import ConfigError  # lazy: pipeline.config imports the stages
 
             raise ConfigError(why)
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from pipeline.images import Decoded, shrink, to_gray
 from stages import dupindex, dupverify
-from stages.base import Context, Item, Outcome, Params, Stage, register
+from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
 from stages.phash import components, hamming, near_pairs, phash, pixel_hash, unhex
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,6 @@ class Dedup(Stage):
         super().__init__(params)
         # Near duplicates need faiss; say so before any work (a run without dedup never needs it).
         if params is not None and self.params.mode == "near" and importlib.util.find_spec("faiss") is None:  # type: ignore[attr-defined]
-            from pipeline.config import ConfigError  # lazy: pipeline.config imports the stages
 
             raise ConfigError("dedup needs faiss for near duplicates: pip install faiss-cpu  (or --dedup-mode exact)")
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.images import Decoded, shrink, to_rgb
-from stages.base import Context, Item, Outcome, Stage, register
+from stages.base import ConfigError, Context, Item, Outcome, Stage, register
 from stages.base import Params as StageParams
 from stages.text import ENGINES, TextReader, TextRegion, covered_fraction, create, missing
 
@@ -105,7 +105,6 @@ class Ocr(Stage):
         if params is not None:
             p: OcrParams = self.params  # type: ignore[assignment]
             if why := missing(p.engine, p.languages):
-                from pipeline.config import ConfigError  # lazy: pipeline.config imports the stages
 
                 raise ConfigError(why)
 

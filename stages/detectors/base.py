@@ -15,7 +15,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from stages.base import Item, Registry, package_file  # noqa: F401  (re-exported for the backends)
+from stages.base import ConfigError, Item, Registry, package_file  # noqa: F401  (re-exported for the backends)
 from stages.base import quiet_native_stderr as quiet_stderr
 
 #: Order of the five landmarks a backend may return, named as seen in the image (``left_eye``
@@ -90,7 +90,6 @@ def missing(name: str) -> str:
 
 def create(name: str) -> Backend:
     """Instantiate backend *name* (loads its model), or raise ConfigError naming the install line."""
-    from pipeline.config import ConfigError  # lazy: pipeline.config imports the stages package
 
     if name not in DETECTORS:
         raise ConfigError(f"unknown face detector {name!r}; available: {', '.join(sorted(DETECTORS))}")

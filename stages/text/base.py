@@ -14,7 +14,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from stages.base import Registry, package_file  # noqa: F401  (re-exported for the backends)
+from stages.base import ConfigError, Registry, package_file  # noqa: F401  (re-exported for the backends)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,6 @@ def missing(name: str, languages: str = "eng") -> str:
 
 def create(name: str, **options: object) -> Engine:
     """Instantiate engine *name* (loads its model once), or raise ConfigError naming the fix."""
-    from pipeline.config import ConfigError  # lazy: pipeline.config imports the stages package
 
     if name not in ENGINES:
         raise ConfigError(f"unknown text engine {name!r}; available: {', '.join(sorted(ENGINES))}")
