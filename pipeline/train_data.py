@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.base import split_key
+from stages.base import ConfigError, split_key
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,6 @@ def locate(records: Sequence[dict[str, Any]], work: Path) -> dict[str, tuple[str
             elif f and "::" not in f and Path(f).is_file():
                 out[r["key"]] = ("", (f, "", b""))
             else:
-                from pipeline.config import ConfigError
-
                 raise ConfigError(f"train: cannot find the image of {r['key']} ({f or 'no file'}); re-run the earlier stages")
     return out
 
@@ -116,8 +114,6 @@ def samples(records: Sequence[dict[str, Any]], work: Path, seed: int) -> tuple[l
     given = {r["key"]: str((r.get("metrics") or {}).get("split") or "") for r in labelled}
     odd = sorted({s for s in given.values() if s and s not in SPLITS})
     if odd:
-        from pipeline.config import ConfigError
-
         raise ConfigError(f"train: unknown split name(s) {', '.join(odd)}; expected train, val, test")
     if not any(given.values()):
         splits = split_stage_split(labelled, seed)
@@ -179,15 +175,21 @@ def decode(s: Sample, shape: tuple[int, int, int]) -> np.ndarray:
     try:
         return model_input(img.at_most(max(h, w) * 2), shape)
     except (DecodeError, OSError) as e:
-        from pipeline.config import ConfigError
-
         raise ConfigError(f"train: cannot read the image of {s.key} ({e}); re-run the earlier stages") from None
 
 
 def cache_key(items: Sequence[Sample], shape: tuple[int, int, int]) -> str:
+    """Names the decoded array of *items*: their keys, where they are read from and what is there
+    now (file size and modification time, or the inline bytes), so a re-made crop is decoded anew."""
     h = hashlib.sha256(f"{CACHE_VERSION}{shape}".encode())
     for s in items:
-        h.update(f"{s.key}\0{s.path}\0{s.source[:2] if s.source else ''}\n".encode())
+        path, member, data = s.source or (s.path, "", b"")
+        try:
+            st = os.stat(path) if path else None
+        except OSError:
+            st = None
+        stamp = f"{st.st_size}:{st.st_mtime_ns}" if st else hashlib.blake2b(data, digest_size=8).hexdigest()
+        h.update(f"{s.key}\0{path}\0{member}\0{stamp}\n".encode())
     return h.hexdigest()[:16]
 
 

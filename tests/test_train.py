@@ -429,3 +429,19 @@ def test_train_after_crop_and_ocr_trains_on_the_kept_crops_and_leaves_the_worksp
     code, out, _ = cli("status", work)
     counts = {line.split()[0].rstrip("*"): line.split()[3] for line in out.splitlines() if line.split()[:1] in (["split*"], ["train*"])}
     assert counts["train"] == counts["split"] == str(len(kept))
+
+
+def test_the_decoded_cache_follows_the_files_it_was_made_from(tmp_path: Path) -> None:
+    files = []
+    for i, v in enumerate((40, 200)):
+        f = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((48, 48), v, np.uint8)).save(f)
+        files.append(train_data.Sample(f.name, "a", "train", path=str(f)))
+    cache = tmp_path / "cache"
+    first = train_data.load(files, (48, 48, 1), cache)
+    assert first[:, 0, 0, 0].tolist() == [40, 200]
+    assert train_data.load(files, (48, 48, 1), cache).filename == first.filename  # reused
+    Image.fromarray(np.full((48, 48), 90, np.uint8)).save(files[1].path)  # the crop is made again
+    os.utime(files[1].path, ns=(1, 1))
+    again = train_data.load(files, (48, 48, 1), cache)
+    assert again[:, 0, 0, 0].tolist() == [40, 90]
