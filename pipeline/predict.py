@@ -165,8 +165,8 @@ class Predictor:
         keras = import_keras()
         with quiet_native_stderr():
             self.model = keras.models.load_model(model_file, compile=False)
-        self.ops = keras.ops
         self.labels: list[str] = json.loads(labels_file.read_text(encoding="utf-8"))
+        self.flip = test_flip(model_file.with_name("metrics.json"))
         self.shape = tuple(int(v) for v in self.model.input_shape[1:])
         self.crop = crop_settings(model_file.parent, detector)
         self.whole = detector == "none"
@@ -201,13 +201,14 @@ class Predictor:
         import numpy as np
 
         from pipeline.images import model_input
+        from pipeline.training import predict_arrays
         from stages.crop import cut_face
 
         faces = self.faces(rgb, name)
         if not faces:
             return []
         batch = [model_input(rgb if self.whole else cut_face(rgb, f, self.crop)[0], self.shape) for f in faces]
-        probs = self.ops.convert_to_numpy(self.model(np.stack(batch).astype(np.float32), training=False))
+        probs = predict_arrays(self.model, np.stack(batch), flip=self.flip)
         out = []
         for f, p in zip(faces, probs, strict=True):
             i = int(p.argmax())
@@ -215,6 +216,15 @@ class Predictor:
                         "probability": round(float(p[i]), 4),
                         "probabilities": {lab: round(float(v), 4) for lab, v in zip(self.labels, p, strict=True)}})
         return out
+
+
+def test_flip(metrics: Path) -> bool:
+    """Whether the model was scored with its mirror images averaged in (its metrics.json says so);
+    predict does the same, so its probabilities are the ones the reported accuracy measured."""
+    try:
+        return bool(json.loads(metrics.read_text(encoding="utf-8")).get("params", {}).get("test_flip", False))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def open_capture(what: int | str) -> Any:

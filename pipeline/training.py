@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,7 +126,7 @@ def records_from_manifest(work: Path) -> list[dict[str, Any]]:
 
 #: Parameters that never change what an epoch computes: a resume point stays valid across them
 #: (raising ``epochs`` continues an interrupted run with a bigger budget).
-NOT_FINGERPRINTED = ("threads", "epochs")
+NOT_FINGERPRINTED = ("threads", "epochs", "test_flip")
 
 
 def _fingerprint(params: TrainParams, labels: list[str], samples: list[train_data.Sample]) -> str:
@@ -180,6 +180,7 @@ def train(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Tra
     keras = import_keras()
     from pipeline import train_callbacks as cb
 
+    params = replace(params, precision=resolve_precision(keras, params.precision))
     p = plan(records, work, params)
     backup = work / "model" / "backup"
     fp = _fingerprint(params, p.labels, p.samples)
@@ -277,15 +278,69 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     return TrainResult({s.key: s.split for s in p.samples}, metrics, out)
 
 
-def predict_arrays(model: Any, x: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Class probabilities for uint8 images *x* (N, H, W, C), in order."""
+def predict_arrays(model: Any, x: np.ndarray, batch: int = 512, *, flip: bool = False) -> np.ndarray:
+    """Class probabilities for uint8 images *x* (N, H, W, C), in order; with *flip*, the mean of each
+    image's and its mirror image's."""
     import keras
 
     n = len(x)
     if not n:
         return np.zeros((0, int(model.output_shape[-1])), np.float32)
-    parts = [keras.ops.convert_to_numpy(model(np.asarray(x[i:i + batch], np.float32), training=False)) for i in range(0, n, batch)]
-    return np.concatenate(parts).astype(np.float32)
+
+    def probs(b: np.ndarray) -> np.ndarray:
+        return np.asarray(keras.ops.convert_to_numpy(model(b, training=False)), np.float32)
+
+    parts = []
+    for i in range(0, n, batch):
+        b = np.asarray(x[i:i + batch], np.float32)
+        parts.append((probs(b) + probs(b[:, :, ::-1])) / 2 if flip else probs(b))
+    return np.concatenate(parts)
+
+
+def resolve_precision(keras: Any, precision: str) -> str:
+    """``auto``: mixed_bfloat16 where the hardware computes bfloat16 natively (measured on a
+    Sapphire Rapids CPU with AMX: 1.2-1.4x the float32 training rate for fer-vgg, 1.9x for
+    fer-vgg-wide), float32 elsewhere (emulated bfloat16 is slower than float32)."""
+    if precision != "auto":
+        return precision
+    return "mixed_bfloat16" if native_bfloat16(keras.backend.backend()) else "float32"
+
+
+def native_bfloat16(backend: str) -> bool:
+    """A GPU of compute capability 8+ for *backend*, or (TensorFlow, whose oneDNN kernels use them) a
+    CPU with AMX or AVX512-BF16."""
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
+                return tuple(cc) >= (8, 0)
+        elif backend == "jax":
+            import jax
+
+            return jax.default_backend() == "gpu"
+        elif backend == "torch":
+            import torch
+
+            return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except Exception as e:  # a broken driver probe must not stop training: float32 always works
+        log.debug("train: no GPU probe (%s)", e)
+        return False
+    return backend == "tensorflow" and bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def evaluate(model: Any, by_split: dict[str, list[train_data.Sample]], data: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -296,14 +351,14 @@ def evaluate(model: Any, by_split: dict[str, list[train_data.Sample]], data: dic
         log.warning("train: no test split; the scores below are on val, which also chose the best epoch")
     items = by_split[split]
     x, y = data[split]
-    p = predict_arrays(model, x)
+    p = predict_arrays(model, x, flip=params.test_flip)
     pred = p.argmax(axis=1)
     res: dict[str, Any] = {"evaluated_on": split}
     res.update(train_eval.scores(train_eval.confusion(y, pred, len(labels)), labels))
     res["loss"] = round(float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()), 4) if len(y) else 0.0
     if split == "test":
         vx, vy = data["val"]
-        v = train_eval.scores(train_eval.confusion(vy, predict_arrays(model, vx).argmax(axis=1), len(labels)), labels)
+        v = train_eval.scores(train_eval.confusion(vy, predict_arrays(model, vx, flip=params.test_flip).argmax(axis=1), len(labels)), labels)
         res["val"] = {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"], "count": v["count"]}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -17,13 +17,13 @@ from stages.models import MODELS
 
 CLASS_WEIGHTS = ("none", "sqrt", "balanced")
 SCHEDULES = ("cosine", "plateau")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass(frozen=True)
 class TrainParams(Params):
     model: str = field(default="fer-vgg", metadata={"help": "network to train: " + ", ".join(MODELS), "choices": tuple(MODELS)})
-    epochs: int = field(default=30, metadata={"help": "epochs to train (the cosine schedule spans them; early stopping may end "
+    epochs: int = field(default=40, metadata={"help": "epochs to train (the cosine schedule spans them; early stopping may end "
                                                        "sooner); with --train-schedule plateau an interrupted run also "
                                                        "resumes with a raised value"})
     batch_size: int = field(default=128, metadata={"help": "images per training batch"})
@@ -47,10 +47,13 @@ class TrainParams(Params):
                                                         "by key hash before splitting (0: all)"})
     seed: int = field(default=0, metadata={"help": "random seed (weights, shuffling, augmentation, fallback split)"})
     threads: int = field(default=0, metadata={"help": "TensorFlow threads per op pool (0: the environment / all cores)"})
-    precision: str = field(default="float32", metadata={
-        "help": "compute precision: float32, or mixed_bfloat16 (about 1.4x faster training on CPUs with AVX512-BF16 or AMX "
-                "and on recent GPUs) or mixed_float16 (GPUs); weights stay float32 and the saved model is float32",
+    precision: str = field(default="auto", metadata={
+        "help": "compute precision: auto (mixed_bfloat16 where the hardware computes bfloat16 natively: a GPU of compute "
+                "capability 8+, a CPU with AMX or AVX512-BF16 under TensorFlow; float32 elsewhere), float32, "
+                "mixed_bfloat16 or mixed_float16 (GPUs); weights stay float32 and the saved model is float32",
         "choices": PRECISIONS})
+    test_flip: bool = field(default=True, metadata={
+        "help": "score each face by the mean of its prediction and its mirror image's (evaluation here and predict)"})
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:

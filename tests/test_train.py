@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from pipeline import train_data, train_eval
+from pipeline.training import predict_arrays, resolve_precision
 from stages.detectors.base import box_iou
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,6 +218,8 @@ def test_tiny_run_learns_and_writes_every_artifact(trained: Path) -> None:
     assert set(metrics["per_class"]) == set(LABELS) and metrics["split_from"].startswith("split stage defaults")
     assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] == 8 and metrics["stopped_early"] is False
     assert metrics["input_detail_px"] >= 24  # sharp 48 px patterns: no "enlarged images" warning
+    # auto precision is recorded as what it resolved to on this machine (bfloat16 only where it is native)
+    assert metrics["params"]["precision"] == resolve_precision(keras, "auto") in ("float32", "mixed_bfloat16")
 
     labels = json.loads((model_dir / "labels.json").read_text())
     assert labels == LABELS
@@ -347,6 +350,19 @@ def test_training_killed_with_sigkill_resumes_from_the_last_epoch_with_a_raised_
 
 
 @pytest.mark.slow
+def test_test_flip_averages_each_image_with_its_mirror() -> None:
+    from stages import models
+
+    model = models.build("fer-small", 3, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (5, 48, 48, 1), dtype=np.uint8)
+    plain, mirrored = predict_arrays(model, x), predict_arrays(model, x[:, :, ::-1].copy())
+    assert not np.allclose(plain, mirrored, atol=1e-4)  # the check below could not tell otherwise
+    assert np.allclose(predict_arrays(model, x, flip=True, batch=2), (plain + mirrored) / 2, atol=1e-5)
+    sym = np.concatenate([x[:, :, :24], x[:, :, :24][:, :, ::-1]], axis=2)  # left-right symmetric images
+    assert np.allclose(predict_arrays(model, sym, flip=True), predict_arrays(model, sym), atol=1e-5)
+
+
 def test_predict_folder_of_cropped_faces_with_detector_none(trained: Path, cli, tmp_path: Path) -> None:
     make_set(tmp_path / "faces", per_class=3, seed=11)
     code, out, err = cli("predict", "--model", trained / "model", tmp_path / "faces", "--detector", "none")
@@ -384,7 +400,8 @@ def test_mixed_bfloat16_training_learns_and_saves_a_float32_model(trained: Path,
     with (work / "manifest.csv").open() as f:
         files = {r["key"]: r["file"] for r in csv.DictReader(f)}
     x = np.stack([np.asarray(Image.open(work / files[r["key"]]).convert("L"))[:, :, None] for r in rows]).astype(np.float32)
-    probs = keras.ops.convert_to_numpy(model(x, training=False))
+    assert metrics["params"]["test_flip"] is True
+    probs = predict_arrays(model, x, flip=True)  # scored as metrics.json says: each face with its mirror
     agree = np.mean([LABELS[i] == r["predicted"] for i, r in zip(probs.argmax(axis=1), rows, strict=True)])
     assert agree >= 0.9, agree
 
