@@ -41,11 +41,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.executor import pin_threads
-from pipeline.images import Decoded, encode_jpeg, to_gray
 from stages.base import Item
 from stages.crop import DEFAULT_DETECTOR, CropParams, choose, find_faces
 from stages.detectors import DETECTORS, Face, create
 from stages.detectors.base import box_iou
+from stages.images import Decoded, encode_jpeg, to_gray
 
 Box = tuple[float, float, float, float]
 

@@ -50,10 +50,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.images import Decoded, encode_png
 from stages import dupindex, dupverify
 from stages.base import Context, Item
 from stages.dedup import CANDIDATE_RADIUS, N_WINDOWS, Dedup, DedupParams, find_groups, hashes
+from stages.images import Decoded, encode_png
 from stages.phash import components, near_pairs, unhex
 
 # Haar boxes (x, y, side) of the single-person and two-person photos, each checked by eye.

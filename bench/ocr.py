@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.executor import pin_threads
-from pipeline.images import Decoded, encode_jpeg
 from stages.base import Context, Item
+from stages.images import Decoded, encode_jpeg
 from stages.ocr import Ocr, OcrParams
 from stages.text import ENGINES, missing
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.images import Decoded
 from stages.base import Context, Item
+from stages.images import Decoded
 from stages.quality import CHECKS, Quality, QualityParams, scores
 
 SCORES = ("sharpness", "bright_p5", "bright_p95", "brightness", "contrast", "entropy", "chroma", "face_px", "detail_px")

@@ -44,9 +44,9 @@ def _jpeg(seed: int, side: int) -> bytes:
 def synth_workspace(work: Path, n: int, seed: int = 0) -> dict[str, int]:
     """Write a finished-looking workspace of *n* items; returns counts of what was made."""
     from manifests.store import Store, dumps
-    from pipeline.images import atomic_write
     from pipeline.report import thumb_path
     from stages.base import STAGES
+    from stages.images import atomic_write
 
     rng = random.Random(seed)
     store = Store(work)
@@ -92,7 +92,7 @@ def synth_workspace(work: Path, n: int, seed: int = 0) -> dict[str, int]:
             made["faces"] += 1
         parts["crop"].setdefault(sh, []).append(c)
         if r >= 0.27:
-            if STAGES["dedup"](None).per_item:
+            if STAGES["dedup"].per_item:
                 parts["dedup"].setdefault(sh, []).append({"key": k, "status": "kept", "reason": "", "detail": "",
                                                           "artifact": "", "metrics": dumps({"phash": f"{i:016x}"})})
             if r > 0.92:
@@ -177,9 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--browser-rows", type=int, default=150_000, help="also time the page with the rows repeated to this many")
     ap.add_argument("--keep", type=Path, help="build the workspace here and keep it (default: a temporary folder)")
     args = ap.parse_args(argv)
+    import stages  # noqa: F401  (registers every stage)
     from manifests import export
     from manifests.store import Store
     from pipeline import report
+    from stages.base import STAGES
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="facesift-bench-report-"))
     try:
@@ -190,10 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ["compress", "crop", "dedup", "split"]
         rows: list[tuple[str, float]] = []
         t0 = time.perf_counter()
-        n_rows = sum(1 for _ in export.final_rows(names, Store(work)))
+        n_rows = sum(1 for _ in export.final_rows([STAGES[n] for n in names], Store(work)))
         rows.append((f"final_rows: read {n_rows} rows (baseline)", time.perf_counter() - t0))
         t0 = time.perf_counter()
-        export.write(work, names, Store(work))
+        export.write(work, [STAGES[n] for n in names], Store(work))
         rows.append(("export.write: manifests + dataset tree", time.perf_counter() - t0))
         for what in ("report.build, cold (makes dataset-step thumbnails)", "report.build, warm"):
             t0 = time.perf_counter()

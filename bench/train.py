@@ -41,9 +41,9 @@ def rate(step: Callable[[], int], seconds: float, warmup: int = 2) -> float:
 def bench_model(name: str, batch: int, seconds: float, precision: str = "float32") -> dict[str, Any]:
     import keras
 
-    from pipeline.train_data import batches
     from stages import models
     from stages.train import TrainParams
+    from stages.train.data import batches
 
     keras.mixed_precision.set_global_policy(precision)
     shape = models.input_shape(name)
@@ -74,7 +74,7 @@ def bench_input() -> float:
     """Input pipeline images/s: 48x48 JPEG files read, decoded and resized into the training array."""
     from PIL import Image
 
-    from pipeline.train_data import Sample, load
+    from stages.train.data import Sample, load
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="time spent measuring each training figure (default: 20)")
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow threads per op pool (0: the environment / all cores)")
     args = ap.parse_args(argv)
-    from pipeline.training import configure, import_keras
+    from stages.train.fit import configure, import_keras
 
     keras = import_keras()
     configure(keras, args.threads, 0)

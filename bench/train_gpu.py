@@ -9,7 +9,7 @@ A GPU machine often has JAX or PyTorch but no TensorFlow and no copy of the data
        python -m bench.train_gpu pack --work W --out .gpu/fer.npz
 
 2. there (with the keras wheel installed; no TensorFlow needed), train with the train stage's own
-   code (``pipeline.training.train``: the same models, schedule, resume points and metrics.json):
+   code (``stages.train.fit.train``: the same models, schedule, resume points and metrics.json):
 
        KERAS_BACKEND=jax python -m bench.train_gpu train --data .gpu/fer.npz --work /tmp/W \\
            --set model=fer-vgg-wide --set epochs=80 --set precision=mixed_bfloat16
@@ -31,9 +31,9 @@ import numpy as np
 
 
 def pack(work: Path, out: Path, side: int = 48) -> None:
-    from pipeline import training
-    from pipeline.train_data import decode, samples
     from stages.train import TrainParams
+    from stages.train import fit as training
+    from stages.train.data import decode, samples
 
     records = training.records_from_manifest(work)
     items, origin = samples(records, work, TrainParams().seed)
@@ -63,8 +63,8 @@ def unpack(data: Path, work: Path) -> list[dict[str, object]]:
 
 
 def train(data: Path, work: Path, settings: list[str]) -> None:
-    from pipeline import training
     from pipeline.config import stage_params
+    from stages.train import fit as training
 
     table = {}
     for s in settings:

@@ -2,6 +2,8 @@
 
 Every item ends with exactly one final status: the first stage (in stage order) that did not
 keep it decides; an item whose shard never finished a stage is ``failed`` / ``worker_crash``.
+The caller says what each stage of the run is (``StageInfo``: the stage classes themselves
+qualify); nothing here imports a stage.
 """
 
 from __future__ import annotations
@@ -19,17 +21,32 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.schema import FAILED, KEPT, MANIFEST_COLUMNS, REJECTED_COLUMNS
+from manifests.keys import split_key
+from manifests.schema import FAILED, KEPT, MANIFEST_COLUMNS, REJECTED_COLUMNS, check_reason
 from manifests.store import Store, _atomic
-from stages.base import STAGES, Item, split_key
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
+
+
+class StageInfo(Protocol):
+    """What the export needs to know of one stage of a run (a registered stage class is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def per_item(self) -> bool: ...
+    @property
+    def per_dataset(self) -> bool: ...
+    @property
+    def produces_file(self) -> bool: ...
+    @property
+    def columns(self) -> tuple[str, ...]: ...
 
 
 @dataclass
@@ -47,8 +64,8 @@ class Stats:
     ignored: int = 0
 
 
-def final_rows(stages: Sequence[str], store: Store, items: Iterable[Item] | None = None, *,
-               upto: str | None = None, stats: Stats | None = None) -> Iterator[Row]:
+def final_rows(stages: Sequence[StageInfo], store: Store, *, upto: str | None = None,
+               stats: Stats | None = None) -> Iterator[Row]:
     """One row per final item (children of split items included), in shard order.
 
     ``upto`` stops before that stage's dataset step (what a dataset step gets as input).
@@ -56,10 +73,11 @@ def final_rows(stages: Sequence[str], store: Store, items: Iterable[Item] | None
     stats = stats if stats is not None else Stats()
     # With ``upto``, the stage's own per-item part is walked (its scores are what it decides on),
     # its decision and everything after it are not.
-    stop = stages.index(upto) if upto else len(stages)
+    names = [s.name for s in stages]
+    stop = names.index(upto) if upto else len(stages)
     walked = stages[: stop + 1] if upto else stages
-    item_stages = [n for n in walked if STAGES[n](None).per_item]
-    data_stages = [n for n in stages[:stop] if STAGES[n](None).per_dataset]
+    item_stages = [s.name for s in walked if s.per_item]
+    data_stages = [s.name for s in stages[:stop] if s.per_dataset]
     decided = {n: {r["key"]: r for r in store.read_dataset(n)} for n in data_stages}
     by_shard: dict[int, list[Row]] = defaultdict(list)
     for r in store.read_items():
@@ -80,10 +98,11 @@ def _base(r: Row) -> Row:
             "label": r["label"], "group": r["group"], "meta": json.loads(r["meta"]), "metrics": {}}
 
 
-def _walk(row: Row, stages: Sequence[str], parts: dict[str, dict[str, Row] | None],
+def _walk(row: Row, stages: Sequence[StageInfo], parts: dict[str, dict[str, Row] | None],
           decided: dict[str, dict[str, Row]], stats: Stats) -> Iterator[Row]:
     live = [row]
-    for name in stages:
+    for stage in stages:
+        name = stage.name
         nxt = []
         for cur in live:
             outs: list[Row | None] = []
@@ -102,11 +121,12 @@ def _walk(row: Row, stages: Sequence[str], parts: dict[str, dict[str, Row] | Non
             for o in outs:
                 if o is None:
                     stats.dropped[name][f"{FAILED}:worker_crash"] += 1
-                    yield cur | {"status": FAILED, "stage": name, "reason": "worker_crash", "detail": "the shard did not finish this stage"}
+                    yield cur | {"status": FAILED, "stage": name, "reason": check_reason("worker_crash"),
+                                 "detail": "the shard did not finish this stage"}
                     continue
                 metrics = json.loads(o["metrics"])
                 child = cur | {"key": o["key"], "metrics": cur["metrics"] | metrics}
-                if o["artifact"] and STAGES[name].produces_file:
+                if o["artifact"] and stage.produces_file:
                     child["file"] = o["artifact"]
                 if name == "compress" and o["status"] == KEPT:
                     stats.bytes_in += metrics.get("bytes_in", 0)
@@ -134,10 +154,10 @@ def _walk(row: Row, stages: Sequence[str], parts: dict[str, dict[str, Row] | Non
         yield cur
 
 
-def manifest_columns(stages: Sequence[str]) -> list[str]:
+def manifest_columns(stages: Sequence[StageInfo]) -> list[str]:
     cols = list(MANIFEST_COLUMNS)
-    for n in stages:
-        cols += [c for c in STAGES[n].columns if c not in cols]
+    for s in stages:
+        cols += [c for c in s.columns if c not in cols]
     return cols
 
 
@@ -155,7 +175,7 @@ def _csv_bytes(cols: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def write(work: Path, stages: Sequence[str], store: Store, missing: Sequence[str] = (), *,
+def write(work: Path, stages: Sequence[StageInfo], store: Store, missing: Sequence[str] = (), *,
           link: str = "hardlink", read: Callable[[Row], bytes] | None = None,
           ignored: Sequence[str] = (), splits: Sequence[str] = ()) -> Stats:
     """Write manifest.csv, manifest.parquet, reports/rejected.csv (and missing_images.csv,

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.schema import ITEM_COLUMNS, OUTCOME_COLUMNS, SCHEMA_VERSION
+from manifests.schema import ITEM_COLUMNS, KEPT, OUTCOME_COLUMNS, SCHEMA_VERSION, STATUSES, check_reason
 
 _OUTCOME_SCHEMA = pa.schema([(c, pa.string()) for c in OUTCOME_COLUMNS])
 _ITEM_SCHEMA = pa.schema(
@@ -39,6 +39,16 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def _check(rows: list[dict[str, Any]]) -> None:
+    """Every row's status and reason (ingest refusals, stage outcomes, worker crashes alike) are in
+    the vocabulary of manifests.schema: nothing else reaches a manifest."""
+    for r in rows:
+        if r["status"] not in STATUSES:
+            raise ValueError(f"unknown status {r['status']!r} for {r['key']!r}")
+        if r["reason"] or r["status"] != KEPT:
+            check_reason(r["reason"])
+
+
 def dumps(metrics: Any) -> str:
     """Canonical JSON (sorted keys, no spaces): stable bytes for the same values."""
     return json.dumps(metrics, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -56,6 +66,7 @@ class Store:
         return self.root / "ingest" / "items.parquet"
 
     def write_items(self, rows: list[dict[str, Any]]) -> None:
+        _check(rows)
         cols = {name: [r[name] for r in rows] for name in _ITEM_SCHEMA.names}
         _atomic(self.items_path, _parquet_bytes(pa.table(cols, schema=_ITEM_SCHEMA)))
 
@@ -103,6 +114,7 @@ class Store:
 
     def _write_rows(self, path: Path, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
+        _check(rows)
         cols = {c: [r[c] for r in rows] for c in OUTCOME_COLUMNS}
         _atomic(path, _parquet_bytes(pa.table(cols, schema=_OUTCOME_SCHEMA)))
         _atomic(path.with_suffix(".done"), b"")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections import Counter
@@ -11,13 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pipeline import __version__
+from manifests.store import Store
+from pipeline import __version__, config, predict, report, runner
+from pipeline.options import stage_flags, verbosity
+from stages.base import ORDER, STAGES, ConfigError
+from stages.train import fit
 
 log = logging.getLogger("facesift")
-
-#: Modules adding a subcommand: each defines ``add_parser(subparsers)`` (setting
-#: ``func=<callable(args) -> int>`` via set_defaults) and is imported only to build the parser.
-COMMAND_MODULES: tuple[str, ...] = ("pipeline.report", "pipeline.predict")
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,25 +28,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def _stage_flags(p: argparse.ArgumentParser) -> None:
-    import stages  # noqa: F401  (registers every stage)
-    from pipeline.config import stage_fields
-    from stages.base import ORDER, STAGES
-
     for name in (n for n in ORDER if n in STAGES):
-        g = p.add_argument_group(f"{name} stage ([{name}] in the config file)")
-        for f, typ in stage_fields(name):
-            flags = [f"--{name}-{f.name.replace('_', '-')}", *list(f.metadata.get("flags", ()))]
-            default = f.default if f.default is not _MISSING else f.default_factory()  # type: ignore[misc]
-            helptext = f"{f.metadata.get('help', f.name)} (default: {default!r})"
-            dest = f"{name}.{f.name}"
-            if typ is bool:
-                g.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=helptext)
-            else:
-                choices = f.metadata.get("choices")
-                g.add_argument(*flags, dest=dest, default=None, metavar=f.name.upper(), choices=choices, help=helptext)
-
-
-_MISSING: Any = __import__("dataclasses").MISSING
+        stage_flags(p.add_argument_group(f"{name} stage ([{name}] in the config file)"), name)
 
 
 def build_parser() -> Parser:
@@ -86,28 +68,30 @@ def build_parser() -> Parser:
                         description="Show the state of a workspace without changing it.")
     st.add_argument("work", type=Path, help="workspace folder given as --out to run")
     verbosity(st)
-    for mod in COMMAND_MODULES:
-        importlib.import_module(mod).add_parser(sub)
+    report.add_parser(sub)  # report and predict add their own subcommand, setting func=<callable(args) -> int>
+
+    t = sub.add_parser("train", help="train the expression CNN on WORK/manifest.csv (same code as the train stage)",
+                       description="Train on the kept items of a workspace (WORK/manifest.csv: key, file, label, split); "
+                                   "artifacts go to WORK/model/. Re-running after a kill resumes from the last epoch.")
+    t.add_argument("work", type=Path, help="workspace folder given as --out to run")
+    t.add_argument("--config", type=Path, help="TOML file whose [train] table sets parameters (flags win)")
+    stage_flags(t, "train", prefixed=False)
+    verbosity(t)
+    predict.add_parser(sub)
     return p
-
-
-def verbosity(p: argparse.ArgumentParser) -> None:
-    """-v/-q on a subcommand (every subcommand has them)."""
-    p.add_argument("-v", "--verbose", action="store_true", help="more log lines")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     _log_to_stderr(level)
-    from pipeline.config import ConfigError
-
     try:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "status":
             return cmd_status(args.work)
+        if args.command == "train":
+            return cmd_train(args)
         return int(args.func(args))
     except ConfigError as e:
         print(f"facesift: error: {e}", file=sys.stderr)
@@ -132,8 +116,6 @@ def _log_to_stderr(level: int) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline import config, runner
-
     file = config.load_toml(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "dry_run", "verbose", "quiet")}
     cfg = config.build(file, flags)
@@ -146,11 +128,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(work: Path) -> int:
-    from manifests.store import Store
-    from pipeline.config import ConfigError
-    from stages.base import ORDER
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train from WORK/manifest.csv with the train stage's code; parameters: defaults < the --config
+    file's [train] table < flags."""
+    table = config.load_toml(args.config).get("train", {}) if args.config else {}
+    params = config.stage_params("train", table, vars(args))
+    result = fit.train(fit.records_from_manifest(args.work), args.work, params)
+    m = result.metrics
+    print(f"{m['model']}: {m['evaluated_on']} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+          f"on {m['count']} images (best epoch {m['best_epoch']} of {m['epochs_run']}); model in {result.model_dir}")
+    return 0
 
+
+def cmd_status(work: Path) -> int:
     store = Store(work)
     items = store.read_items()
     if not items:

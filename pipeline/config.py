@@ -19,10 +19,10 @@ from typing import Any
 
 import tomllib
 
-from pipeline.images import DEFAULT_MAX_PIXELS
 from pipeline.sources import LAYOUTS, SourceOptions
 from pipeline.sources.aihub import POLICIES
 from stages.base import ORDER, STAGES, ConfigError, Params, ordered
+from stages.images import DEFAULT_MAX_PIXELS
 
 BACKENDS = ("sequential", "loky", "dask")
 
@@ -184,9 +184,10 @@ def _source(table: Mapping[str, Any], flags: Mapping[str, Any]) -> SourceOptions
     return SourceOptions(layout, tuple(sorted(aliases.items())), labels, policy)
 
 
-def stage_params(stage: str, table: Mapping[str, Any]) -> Params:
-    """A stage's parameters from one TOML table (e.g. of WORK/run.toml), defaults for the rest."""
-    return _params(stage, table, {})
+def stage_params(stage: str, table: Mapping[str, Any], flags: Mapping[str, Any] | None = None) -> Params:
+    """A stage's parameters from one TOML table (e.g. of WORK/run.toml) and *flags* (``<stage>.<field>``
+    keys, None where not given, as pipeline.options makes them) over it, defaults for the rest."""
+    return _params(stage, table, flags or {})
 
 
 def _params(stage: str, table: Mapping[str, Any], flags: Mapping[str, Any]) -> Params:

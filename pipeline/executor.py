@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import joblib
 
-from pipeline import progress
+from stages import progress
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

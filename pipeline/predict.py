@@ -1,15 +1,16 @@
-"""``train`` and ``predict`` subcommands.
+"""The ``predict`` subcommand.
 
-``python -m pipeline train WORK`` trains from WORK/manifest.csv with the train stage's code and
-parameters (``--epochs``, ``--model``, ...). ``python -m pipeline predict --model WORK/model INPUT...``
-finds faces in photos, folders, video files or a camera with the crop stage's detector backends,
-cuts them the way the crop stage did for the run that trained the model (its WORK/run.toml), and
-writes one CSV row (or JSON object) per face with the label and every class probability.
+``python -m pipeline predict --model WORK/model INPUT...`` finds faces in photos, folders, video
+files or a camera with the crop stage's detector backends, chooses among them with the crop stage's
+rules (``stages.crop.choose``: every face, biggest first), cuts them the way the crop stage did for
+the run that trained the model (its WORK/run.toml), and writes one CSV row (or JSON object) per
+face with the label and every class probability.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -17,7 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli import verbosity
+import numpy as np
+
+from pipeline.options import verbosity
+from pipeline.sources.tree import IMAGE_SUFFIXES
+from stages.base import ConfigError, Item, quiet_native_stderr
+from stages.crop import DEFAULT_DETECTOR, CropParams, choose, cut_face
+from stages.detectors import DETECTORS, Face, create
+from stages.images import Decoded, DecodeError, atomic_write, model_input, shrink, to_rgb
+from stages.train.fit import import_keras, predict_arrays
 
 log = logging.getLogger(__name__)
 
@@ -25,32 +34,12 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".m
 
 
 def add_parser(sub: Any) -> None:
-    from pipeline.config import stage_fields
-
-    t = sub.add_parser("train", help="train the expression CNN on WORK/manifest.csv (same code as the train stage)",
-                       description="Train on the kept items of a workspace (WORK/manifest.csv: key, file, label, split); "
-                                   "artifacts go to WORK/model/. Re-running after a kill resumes from the last epoch.")
-    t.add_argument("work", type=Path, help="workspace folder given as --out to run")
-    t.add_argument("--config", type=Path, help="TOML file whose [train] table sets parameters (flags win)")
-    for f, typ in stage_fields("train"):
-        flag = f"--{f.name.replace('_', '-')}"
-        helptext = f"{f.metadata['help']} (default: {f.default!r})"
-        if typ is bool:
-            t.add_argument(flag, dest=f"train.{f.name}", action=argparse.BooleanOptionalAction, default=None, help=helptext)
-        else:
-            t.add_argument(flag, dest=f"train.{f.name}", metavar=f.name.upper(), choices=f.metadata.get("choices"),
-                           default=None, help=helptext)
-    verbosity(t)
-    t.set_defaults(func=cmd_train)
-
     p = sub.add_parser("predict", help="faces + expression label + probabilities for photos, folders, videos, a camera",
                        description="Detect faces with the crop stage's backends and classify them with a trained model.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="photo, folder (searched recursively), video file, or camera index (0, 1, ...)")
     p.add_argument("--model", "-m", type=Path, required=True,
                    help="trained model: WORK/model (model.keras + labels.json) or a .keras file beside labels.json")
-    from stages.detectors import DETECTORS
-
     p.add_argument("--detector", help=f"face detector backend: {', '.join(sorted(DETECTORS))} (default: the training run's "
                                       "crop detector, else the crop stage's default); 'none': the whole image is the face (already-cropped faces)")
     p.add_argument("--format", "-f", choices=("csv", "json"), default="csv", help="output format (default: csv)")
@@ -65,48 +54,10 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_predict)
 
 
-def train_params(args: argparse.Namespace) -> Any:
-    """TrainParams from defaults < the --config file's [train] table < flags."""
-    from pipeline.config import ConfigError, coerce, load_toml, stage_fields
-    from stages.train import TrainParams
-
-    table = load_toml(args.config).get("train", {}) if args.config else {}
-    known = {f.name for f, _ in stage_fields("train")}
-    if set(table) - known:
-        raise ConfigError(f"config [train]: unknown key(s) {', '.join(sorted(set(table) - known))}")
-    values = {}
-    for f, typ in stage_fields("train"):
-        v = getattr(args, f"train.{f.name}")
-        v = v if v is not None else table.get(f.name)
-        if v is not None:
-            values[f.name] = coerce(v, typ, f"train.{f.name}")
-    try:
-        return TrainParams(**values)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline import training
-
-    params = train_params(args)
-    records = training.records_from_manifest(args.work)
-    result = training.train(records, args.work, params)
-    m = result.metrics
-    print(f"{m['model']}: {m['evaluated_on']} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
-          f"on {m['count']} images (best epoch {m['best_epoch']} of {m['epochs_run']}); model in {result.model_dir}")
-    return 0
-
-
-# ---------------------------------------------------------------- predict
-
-
 def crop_settings(model_dir: Path, detector: str | None) -> Any:
     """CropParams as in the run that trained the model (its WORK/run.toml), with *detector* if given."""
     import tomllib
 
-    from pipeline.config import ConfigError
-    from stages.crop import DEFAULT_DETECTOR, CropParams
 
     table: dict[str, Any] = {}
     run_toml = model_dir.parent / "run.toml"
@@ -132,8 +83,6 @@ def crop_settings(model_dir: Path, detector: str | None) -> Any:
 
 def expand(inputs: list[str]) -> list[tuple[str, Any]]:
     """(kind, what) per input: ("image"|"video", Path) for files, ("camera", int); folders expanded."""
-    from pipeline.config import ConfigError
-    from pipeline.sources.tree import IMAGE_SUFFIXES
 
     out: list[tuple[str, Any]] = []
     for raw in inputs:
@@ -155,9 +104,6 @@ class Predictor:
     """A model, its labels, a face detector and the crop settings; classifies the faces of a frame."""
 
     def __init__(self, model_dir: Path, detector: str | None, min_face: int) -> None:
-        from pipeline.config import ConfigError
-        from pipeline.training import import_keras, quiet_native_stderr
-
         model_file = model_dir if model_dir.suffix == ".keras" else model_dir / "model.keras"
         labels_file = model_file.with_name("labels.json")
         if not model_file.is_file() or not labels_file.is_file():
@@ -170,40 +116,26 @@ class Predictor:
         self.shape = tuple(int(v) for v in self.model.input_shape[1:])
         self.crop = crop_settings(model_file.parent, detector)
         self.whole = detector == "none"
-        self.min_face = min_face
+        #: crop's choice, keeping every face of at least *min_face* px whatever its score
+        self.choice = dataclasses.replace(self.crop, policy="all", min_face=min_face, min_face_frac=0.0, min_score=0.0)
         if not self.whole:
-            from stages.detectors import create
-
             self.detector = create(self.crop.detector)
 
-    def faces(self, rgb: Any, name: str) -> list[Any]:
-        """Faces in full-resolution pixels of *rgb*, biggest first."""
-        import cv2
-
-        from stages.base import Item
-        from stages.detectors import Face
-
+    def faces(self, rgb: Any, name: str) -> list[Face]:
+        """Faces in full-resolution pixels of *rgb*, biggest first: detected on a copy reduced as the
+        crop stage reduces it, chosen by the crop stage's rules (every face at least --min-face px)."""
         h, w = rgb.shape[:2]
         if self.whole:
             return [Face((0.0, 0.0, float(w), float(h)), 1.0)]
         side = self.crop.detect_side or self.detector.side
-        small = rgb
-        if side and max(h, w) > side:
-            k = side / max(h, w)
-            small = cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+        small = to_rgb(shrink(rgb, side)) if side else rgb
         sx, sy = w / small.shape[1], h / small.shape[0]
         found = [f.scaled(sx, sy) for f in self.detector.detect(small, Item(name, name, name))]
-        found = [f for f in found if min(f.box[2], f.box[3]) >= self.min_face]
-        return sorted(found, key=lambda f: (-f.area, -f.score, f.box))
+        chosen = choose(found, (w, h), self.choice)
+        return chosen if isinstance(chosen, list) else []
 
     def classify(self, rgb: Any, name: str) -> list[dict[str, Any]]:
         """One dict per face: box (x, y, w, h), score, label, probability, probabilities."""
-        import numpy as np
-
-        from pipeline.images import model_input
-        from pipeline.training import predict_arrays
-        from stages.crop import cut_face
-
         faces = self.faces(rgb, name)
         if not faces:
             return []
@@ -243,8 +175,6 @@ def frames(kind: str, what: Any, every: int, max_frames: int) -> Iterator[tuple[
     """(frame index or None, RGB pixels, classify this one?, fps) for an image, a video or a camera."""
     import cv2
 
-    from pipeline.config import ConfigError
-    from pipeline.images import Decoded, to_rgb
 
     if kind == "image":
         yield None, to_rgb(Decoded(Path(what).read_bytes).full()), True, 0.0
@@ -321,13 +251,9 @@ class Writer:
 def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
-    from pipeline.config import ConfigError
-    from pipeline.images import DecodeError, atomic_write
 
     if args.every < 1 or args.max_frames < 0 or args.min_face < 0:
         raise ConfigError("predict: --every must be >= 1, --max-frames and --min-face >= 0")
-    from stages.detectors import DETECTORS
-
     if args.detector and args.detector != "none" and args.detector not in DETECTORS:
         raise ConfigError(f"predict: unknown detector {args.detector!r}; available: none, {', '.join(sorted(DETECTORS))}")
     todo = expand(args.inputs)

@@ -4,7 +4,7 @@ Steps: ``read`` (the file's bytes), ``decode`` (full-resolution pixels), ``reduc
 copies), ``encode`` and ``write`` (every JPEG/PNG a stage or a thumbnail saves), each stage's own
 work (``<stage>``, its time less the image steps above that ran inside it), ``<stage> restore``
 (rebuilding a view on resume), ``setup`` (models loaded) and ``other`` (the rest of the shard:
-bookkeeping). pipeline.images adds the image steps to ``CLOCK`` (a per-process counter); the shard
+bookkeeping). stages.images adds the image steps to its ``CLOCK`` (a per-process counter); the shard
 task takes the difference around its work, so the figures are per task whatever ran before.
 """
 
@@ -12,25 +12,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-#: Seconds per image step in this process, added by pipeline.images.
-CLOCK: Counter[str] = Counter()
+from stages.images import CLOCK, atomic_write
+
 T = TypeVar("T")
 ORDER = ("read", "decode", "reduce", "encode", "write")
-
-
-@contextmanager
-def timed(step: str) -> Iterator[None]:
-    """Add the time of the block to ``CLOCK[step]``."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        CLOCK[step] += time.perf_counter() - t0
 
 
 def own_time(times: Counter[str], step: str, fn: Callable[..., T], *args: Any) -> T:
@@ -61,8 +50,6 @@ class Profile:
 
     def write(self, folder: Path, stages: list[str]) -> str:
         """Write ``folder/profile.csv``; return the summary line."""
-        from pipeline.images import atomic_write  # lazy: pipeline.images imports this module
-
         rows = self.rows(stages)
         total = sum(s for _, s in rows)
         n = max(1, self.images)

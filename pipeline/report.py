@@ -22,29 +22,29 @@ import logging
 import os
 import re
 import shutil
-import struct
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tomllib
 
-from pipeline.images import atomic_write, encode_jpeg
-from stages.base import key_to_relpath, split_key
-
-if TYPE_CHECKING:
-    from pipeline.images import Decoded
-    from stages.base import Item
+from manifests.export import Stats, final_rows
+from manifests.keys import key_to_relpath, split_key
+from manifests.schema import KEPT, REASONS
+from manifests.store import Store
+from pipeline import executor, report_assets
+from pipeline.options import verbosity
+from pipeline.sources import item_of_row, read_item
+from stages.base import ORDER, STAGES, ConfigError, Item
+from stages.images import DEFAULT_MAX_PIXELS, Decoded, atomic_write, thumb_source_size, thumbnail_jpeg
+from stages.split import empty_splits
 
 log = logging.getLogger(__name__)
 
-THUMB_SIDE = 160
-THUMB_QUALITY = 70
 SPLIT_COLORS = {"train": "#4e79a7", "val": "#f28e2b", "test": "#59a14f", "": "#9aa5b1"}
 # Metrics too bulky or too generic to help explain a rejection on hover.
 _HOVER_SKIP = {"bytes_in", "bytes_out", "width", "height", "landmarks", "split"}
-_SIZE_NOTE = b"facesift source "
 #: Ingest refusals whose image decodes: shown, not a placeholder (the others cannot be read or are unsafe to).
 _SHOWN_AT_INGEST = {"unlabeled", "annotator_disagreement"}
 _DUP_OF = re.compile(r"^(?:exact copy|near duplicate) of (.+?)(?: \(distance [^)]*\))?$")
@@ -56,47 +56,16 @@ def thumb_path(work: Path, key: str) -> Path:
 
 
 def make_thumbnail(image: Decoded, key: str, work: Path) -> bool:
-    """Write a small JPEG of *image* for the report; False (never an exception) if it cannot.
-
-    The JPEG's comment records the size of the upright image it was made from, so that boxes in
-    that image's pixels (crop's face, ocr's text) can be drawn on it later.
-    """
+    """Write the report's thumbnail of *image* (stages.images.thumbnail_jpeg); False (never an
+    exception) if it cannot."""
     try:
-        data = encode_jpeg(image.at_most(THUMB_SIDE), THUMB_QUALITY)
-        w, h = image.size
-        note = _SIZE_NOTE + f"{w}x{h}".encode()
-        # A COM segment after SOI and the JFIF APP0 segment (which must come first): every JPEG reader skips it.
-        at = 4 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 2
-        atomic_write(thumb_path(work, key), data[:at] + b"\xff\xfe" + struct.pack(">H", len(note) + 2) + note + data[at:])
+        atomic_write(thumb_path(work, key), thumbnail_jpeg(image))
         return True
     except Exception:  # undecodable or unwritable: the report shows a placeholder instead
         return False
 
 
-def thumb_source_size(path: str) -> tuple[int, int] | None:
-    """The (w, h) of the image a thumbnail was made from, as make_thumbnail recorded it."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError:
-        return None
-    at = 2
-    while head[at : at + 1] == b"\xff" and head[at + 1 : at + 2] in (b"\xe0", b"\xfe") and at + 4 <= len(head):
-        end = at + 2 + struct.unpack(">H", head[at + 2 : at + 4])[0]
-        body = head[at + 4 : end]
-        if head[at + 1] == 0xFE and body.startswith(_SIZE_NOTE):
-            try:
-                w, h = body[len(_SIZE_NOTE) :].decode().split("x")
-                return int(w), int(h)
-            except ValueError:
-                return None
-        at = end
-    return None
-
-
 def _thumb_chunk(task: tuple[list[tuple[str, Item]], Path]) -> int:
-    from pipeline.images import DEFAULT_MAX_PIXELS, Decoded
-    from pipeline.sources import read_item
 
     jobs, work = task
     made = 0
@@ -111,8 +80,6 @@ def _backfill(work: Path, jobs: list[tuple[str, Item]], workers: int) -> int:
         return 0
     if workers <= 1 or len(jobs) < 64:
         return _thumb_chunk((jobs, work))
-    from pipeline import executor
-
     n = min(len(jobs), workers * 4)
     tasks = [(jobs[i::n], work) for i in range(n)]
     return sum(executor.run_tasks(_thumb_chunk, tasks, backend="loky", workers=workers, sizes=[len(t[0]) for t in tasks],
@@ -121,9 +88,6 @@ def _backfill(work: Path, jobs: list[tuple[str, Item]], workers: int) -> int:
 
 def _source_item(work: Path, r: dict[str, Any], items: dict[str, dict[str, Any]]) -> Item | None:
     """What to thumbnail for a row: its current file (crop, compressed copy, source) or the raw item."""
-    from pipeline.runner import item_of_row
-    from stages.base import Item
-
     f = r["file"]
     if f and "::" not in f:
         p = Path(f) if Path(f).is_absolute() else work / f
@@ -173,17 +137,12 @@ def _evidence(r: dict[str, Any], extra: dict[str, Any], thumb: str, partner: str
 
 # -- data ----------------------------------------------------------------------------------------
 def _stages(work: Path) -> list[str]:
-    from pipeline.config import ConfigError
-
     try:
         cfg = tomllib.loads((work / "run.toml").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{work} is not a facesift workspace (no run.toml); run `python -m pipeline run` first") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{work / 'run.toml'}: {e}") from None
-    import stages  # noqa: F401  (registers every stage)
-    from stages.base import ORDER, STAGES
-
     names = [s for s in cfg.get("run", {}).get("stages", []) if s in ORDER]
     unknown = [s for s in names if s not in STAGES]
     if unknown:
@@ -193,12 +152,9 @@ def _stages(work: Path) -> list[str]:
 
 def _hover(r: dict[str, Any], extra: dict[str, Any]) -> str:
     """The tooltip: key, stage and reason, detail, and the scores and findings in the metrics."""
-    from manifests.schema import REASONS
-
     lines = [r["key"], f"{r['stage']}: {r['reason']} ({r['status']}) - {REASONS.get(r['reason'], '')}"]
     if r["detail"]:
         lines.append(str(r["detail"])[:300])
-    from stages.base import STAGES
 
     metrics = {**r["metrics"], **extra}
     own = STAGES[r["stage"]].columns if r["stage"] in STAGES else ()
@@ -222,27 +178,20 @@ def _hover(r: dict[str, Any], extra: dict[str, Any]) -> str:
 
 def collect(work: Path, workers: int = 1) -> dict[str, Any]:
     """Everything the page shows, from the workspace (and missing thumbnails made)."""
-    from manifests.export import Stats, final_rows
-    from manifests.schema import KEPT
-    from manifests.store import Store
-    from stages.base import STAGES
-
     names = _stages(work)
     store = Store(work)
     if not store.items_path.exists():
-        from pipeline.config import ConfigError
-
         raise ConfigError(f"{work} has no manifests/ingest/items.parquet; run `python -m pipeline run` first")
     stats = Stats()
     kept, dropped = [], []
-    for r in final_rows(names, store, stats=stats):
+    for r in final_rows([STAGES[n] for n in names], store, stats=stats):
         (kept if r["status"] == KEPT else dropped).append(r)
     # no_face first: when the detector does not fit a user's photos, the first page says so at once.
     dropped.sort(key=lambda r: (r["reason"] != "no_face", r["key"]))
     # Rejections decided by a dataset step (dedup's groups, quality's thresholds), with that step's metrics.
     stages_dropping = {r["stage"] for r in dropped}
     decided = {n: {d["key"]: json.loads(d["metrics"]) for d in store.read_dataset(n) if d["status"] != KEPT}
-               for n in names if n in stages_dropping and STAGES[n](None).per_dataset}
+               for n in names if n in stages_dropping and STAGES[n].per_dataset}
     items: dict[str, dict[str, Any]] = {}
     kept_by_key = {r["key"]: r for r in kept}
     jobs: list[tuple[str, Item]] = []
@@ -296,8 +245,6 @@ def collect(work: Path, workers: int = 1) -> dict[str, Any]:
 # -- page ----------------------------------------------------------------------------------------
 def build(work: Path, workers: int | None = None) -> Path:
     """Write WORK/reports/index.html and rejected.js; returns the page's path."""
-    from pipeline import report_assets
-
     work = Path(work)
     data = collect(work, workers or os.cpu_count() or 1)
     out = work / "reports"
@@ -380,8 +327,6 @@ def _split_section(data: dict[str, Any]) -> str:
         name = "<b>all</b>" if lab is None else html.escape(lab or "(no label)")
         body.append(f"<tr><td>{name}</td>{tds}<td><b>{total:,}</b></td></tr>")
     table = f"<table><tr><th>class</th>{head}<th>total</th></tr>{''.join(body)}</table>"
-    from stages.split import empty_splits
-
     totals = Counter({lab: sum(cells[lab, s] for s in splits) for lab in labels if lab})
     gaps = empty_splits(cells, totals, [s for s in splits if s])
     warn = "".join(f"<p class=warn>&#9888; class {html.escape(lab)} has no {' or '.join(miss)} image: "
@@ -461,8 +406,6 @@ def _gallery(n: int) -> str:
 
 # -- command line --------------------------------------------------------------------------------
 def add_parser(subparsers: Any) -> None:
-    from pipeline.cli import verbosity
-
     p = subparsers.add_parser("report", help="write WORK/reports/index.html: counts, class x split, rejected-image gallery",
                               description="Build the HTML report of a workspace (also written at the end of every run).")
     p.add_argument("work", type=Path, help="workspace folder given as --out to run")

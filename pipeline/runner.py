@@ -23,10 +23,10 @@ from manifests.schema import KEPT, REJECTED
 from manifests.store import Store, dumps
 from pipeline import executor, report, sources
 from pipeline.config import RunConfig, to_toml
-from pipeline.images import atomic_write
 from pipeline.profile import Profile
 from pipeline.shard import ShardResult, ShardTask, run_shard
 from stages.base import ORDER, STAGES, Item, Outcome, Stage, ordered, param_dict
+from stages.images import atomic_write
 
 log = logging.getLogger(__name__)
 INGEST_VERSION = 1
@@ -37,6 +37,11 @@ class RunResult:
     ok: bool
     failed_shards: dict[str, list[int]] = field(default_factory=dict)
     summary: str = ""
+
+
+def stage_classes(names: Iterable[str]) -> list[type[Stage[Any]]]:
+    """The registered classes of the named stages, in the given order (what the export is told of them)."""
+    return [STAGES[n] for n in names]
 
 
 def _hash(*parts: Any) -> str:
@@ -53,15 +58,14 @@ def fingerprints(cfg: RunConfig, ingest_fp: str) -> dict[str, dict[str, Any]]:
     item_up = ingest_fp
     for name in cfg.stages:
         cls, p = STAGES[name], cfg.params[name]
-        stage = cls(p)
-        if stage.per_item:
+        if cls.per_item:
             item_up = _hash(name, cls.version, param_dict(p, decide=False), item_up)
             out[name] = {"item": item_up, "params": param_dict(p)}
     data_up = item_up
     for name in cfg.stages:
         cls, p = STAGES[name], cfg.params[name]
         entry = out.setdefault(name, {"params": param_dict(p)})
-        if cls(p).per_dataset:
+        if cls.per_dataset:
             data_up = _hash(name, cls.version, param_dict(p), data_up)
             entry["dataset"] = data_up
     return out
@@ -136,10 +140,6 @@ def _item_row(it: Item, shard: int, status: str, reason: str, detail: str) -> di
             "data": it.data, "shard": shard}
 
 
-def item_of_row(r: dict[str, Any]) -> Item:
-    return Item(r["key"], r["source"], r["path"], r["member"], r["label"], r["group"], json.loads(r["meta"]), r["data"] or b"")
-
-
 def outcome_row(o: Outcome) -> dict[str, Any]:
     return {"key": o.key, "status": o.status, "reason": o.reason, "detail": o.detail, "artifact": o.artifact, "metrics": dumps(dict(o.metrics))}
 
@@ -205,7 +205,7 @@ def per_item_pass(cfg: RunConfig, store: Store, shards: list[list[Item]], profil
 
 
 def sweep_temporaries(folder: Path) -> None:
-    """Remove ``.name.pid.tmp`` files that a killed run left (see pipeline.images.atomic_write)."""
+    """Remove ``.name.pid.tmp`` files that a killed run left (see stages.images.atomic_write)."""
     stack = [folder]
     while stack:
         try:
@@ -219,13 +219,13 @@ def sweep_temporaries(folder: Path) -> None:
                 Path(e.path).unlink(missing_ok=True)
 
 
-def dataset_pass(cfg: RunConfig, store: Store, items: list[Item]) -> None:
+def dataset_pass(cfg: RunConfig, store: Store) -> None:
     """Run the dataset steps in stage order over what every earlier stage kept."""
     for name in cfg.stages:
         stage: Stage = STAGES[name](cfg.params[name])
         if not stage.per_dataset or store.dataset_done(name):
             continue
-        records = [r for r in export.final_rows(cfg.stages, store, items, upto=name) if r["status"] == KEPT]
+        records = [r for r in export.final_rows(stage_classes(cfg.stages), store, upto=name) if r["status"] == KEPT]
         t0 = time.monotonic()
         outs = sorted(stage.run(records, cfg.out), key=lambda o: o.key)
         store.write_dataset(name, (outcome_row(o) for o in outs))
@@ -267,7 +267,7 @@ def with_workspace_stages(cfg: RunConfig, store: Store, ingest_fp: str) -> RunCo
 def run(cfg: RunConfig, *, dry_run: bool = False) -> RunResult:
     t0 = time.monotonic()
     store = Store(cfg.out)
-    items, shards, got, ingest_fp = ingest(cfg, store) if not dry_run else _dry_ingest(cfg)
+    _items, shards, got, ingest_fp = ingest(cfg, store) if not dry_run else _dry_ingest(cfg)
     cfg = with_workspace_stages(cfg, store, ingest_fp)
     if dry_run:
         return RunResult(True, summary=_dry_summary(cfg, store, shards, got, ingest_fp))
@@ -278,14 +278,14 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> RunResult:
     failed = per_item_pass(cfg, store, shards, profile)
     store.save_failures({"shards": failed})
     if not failed:
-        dataset_pass(cfg, store, items)
+        dataset_pass(cfg, store)
     split = cfg.params.get("split")
-    stats = export.write(cfg.out, cfg.stages, store, got.missing, link=getattr(split, "link", "hardlink"),
-                         read=lambda row: sources.read_item(item_of_row(row)), ignored=got.ignored, splits=getattr(split, "names", ()))
+    stats = export.write(cfg.out, stage_classes(cfg.stages), store, got.missing, link=getattr(split, "link", "hardlink"),
+                         read=lambda row: sources.read_item(sources.item_of_row(row)), ignored=got.ignored, splits=getattr(split, "names", ()))
     report.build(cfg.out, cfg.workers)
     summary = export.summary(stats, cfg.out, time.monotonic() - t0)
     if profile is not None:
-        summary += "\n" + profile.write(cfg.out / "reports", [n for n in cfg.stages if STAGES[n](cfg.params[n]).per_item])
+        summary += "\n" + profile.write(cfg.out / "reports", [n for n in cfg.stages if STAGES[n].per_item])
     return RunResult(not failed, failed, summary)
 
 
@@ -312,4 +312,4 @@ def _dry_summary(cfg: RunConfig, store: Store, shards: list[list[Item]], got: so
 
 
 def iter_items(store: Store) -> Iterable[Item]:
-    return (item_of_row(r) for r in store.read_items() if r["status"] == KEPT)
+    return (sources.item_of_row(r) for r in store.read_items() if r["status"] == KEPT)

@@ -22,11 +22,11 @@ from typing import Any
 
 from manifests.schema import KEPT
 from pipeline.executor import pin_threads
-from pipeline.images import Decoded, DecodeError
 from pipeline.profile import CLOCK, own_time
 from pipeline.report import make_thumbnail
 from pipeline.sources import read_item
 from stages.base import Context, Item, Outcome, Stage
+from stages.images import Decoded, DecodeError
 
 
 @dataclass

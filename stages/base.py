@@ -13,18 +13,18 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 
-from manifests.schema import FAILED, KEPT, REJECTED, check_reason
-from pipeline.images import Decoded
+from manifests.keys import key_to_relpath
+from manifests.schema import FAILED, KEPT, REJECTED, STATUSES, check_reason
+from stages.images import Decoded
 
 
 class ConfigError(ValueError):
@@ -77,13 +77,19 @@ class Outcome:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     view: np.ndarray | None = field(default=None, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+        if self.reason or self.status != KEPT:
+            check_reason(self.reason)
+
     @classmethod
     def rejected(cls, key: str, reason: str, detail: str = "", **metrics: Any) -> Outcome:
-        return cls(key, REJECTED, check_reason(reason), detail, metrics=metrics)
+        return cls(key, REJECTED, reason, detail, metrics=metrics)
 
     @classmethod
     def failed(cls, key: str, reason: str, detail: str = "") -> Outcome:
-        return cls(key, FAILED, check_reason(reason), detail)
+        return cls(key, FAILED, reason, detail)
 
 
 @dataclass(frozen=True)
@@ -111,8 +117,16 @@ class Params:
     """Base of every stage's parameters (a frozen dataclass)."""
 
 
-class Stage:
-    """Base class; subclasses set ``name``/``Params`` and define ``process`` and/or ``run``."""
+P = TypeVar("P", bound=Params)
+
+
+class Stage(Generic[P]):
+    """Base class, generic in the stage's parameters (``class Crop(Stage[CropParams])``); subclasses
+    set ``name``/``Params`` and define ``process`` and/or ``run``.
+
+    Its kind is a class attribute, set when the subclass is defined from what it overrides:
+    ``per_item`` (it defines ``process``) and ``per_dataset`` (it defines ``run``).
+    """
 
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
@@ -122,18 +136,22 @@ class Stage:
     columns: ClassVar[tuple[str, ...]] = ()
     #: Artifacts of this stage are the file users train on (the latest such stage wins).
     produces_file: ClassVar[bool] = False
+    #: Has a per-item step (``process``), run in the fused per-shard pass.
+    per_item: ClassVar[bool] = False
+    #: Has a dataset step (``run``), run by the driver over what every earlier stage kept.
+    per_dataset: ClassVar[bool] = False
 
-    def __init__(self, params: Params | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+    params: P
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.per_item = cls.process is not Stage.process
+        cls.per_dataset = cls.run is not Stage.run
+
+    def __init__(self, params: P | None = None) -> None:
+        # A stage's Params is the class P stands for: its defaults.
+        self.params = params if params is not None else cast(P, self.Params())
         self._ready = False
-
-    @property
-    def per_item(self) -> bool:
-        return type(self).process is not Stage.process
-
-    @property
-    def per_dataset(self) -> bool:
-        return type(self).run is not Stage.run
 
     def ensure_setup(self) -> None:
         if not self._ready:
@@ -173,24 +191,6 @@ def param_dict(params: Params, *, decide: bool | None = None) -> dict[str, Any]:
     return out
 
 
-_CHILD = re.compile(r"^(.*)#(\d+)$", re.S)
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """(source item's key, face index or "") of a key; only a trailing ``#<digits>`` is a face index,
-    so a ``#`` inside a file name stays part of the name."""
-    m = _CHILD.match(key)
-    return (m.group(1), m.group(2)) if m else (key, "")
-
-
-def key_to_relpath(key: str, suffix: str) -> str:
-    """Workspace-relative artifact path for a key: extension replaced, ``#n`` kept readable."""
-    stem, face = split_key(key)
-    p = Path(stem)
-    name = p.stem + (f"_face{face}" if face else "") + suffix
-    return str(p.with_name(name)) if p.name else name
-
-
 C = TypeVar("C", bound=type)
 
 
@@ -228,12 +228,14 @@ def package_file(package: str, *parts: str) -> str:
     return path
 
 
-S = TypeVar("S", bound=type[Stage])
-STAGES: dict[str, type[Stage]] = {}
+S = TypeVar("S", bound=type[Stage[Any]])
+STAGES: dict[str, type[Stage[Any]]] = {}
 
 
 def register(cls: S) -> S:
     """Class decorator adding a stage to the registry; a duplicate name is an error."""
+    if not (cls.per_item or cls.per_dataset):
+        raise ValueError(f"stage {cls.name!r} defines neither process (per item) nor run (per dataset)")
     if cls.name in STAGES:
         raise ValueError(f"stage {cls.name!r} registered twice")
     if cls.name not in ORDER:

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from pipeline.images import Decoded, atomic_write, encode_jpeg
 from stages.base import Context, Item, Outcome, Params, Stage, register
+from stages.images import Decoded, atomic_write, encode_jpeg
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class CompressParams(Params):
 
 
 @register
-class Compress(Stage):
+class Compress(Stage[CompressParams]):
     name = "compress"
     Params = CompressParams
     columns = ("bytes_in", "bytes_out")
@@ -32,10 +32,10 @@ class Compress(Stage):
     @property
     def reads_full(self) -> bool:
         """Decodes the full-resolution image (unless it shrinks it): later stages reduce from those pixels."""
-        return not self.params.max_side  # type: ignore[attr-defined]
+        return not self.params.max_side
 
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome:
-        p: CompressParams = self.params  # type: ignore[assignment]
+        p: CompressParams = self.params
         if p.max_side and max(image.size) > p.max_side:
             im = Image.fromarray(image.at_most(p.max_side))
         else:

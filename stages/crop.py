@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.images import Decoded, atomic_write, encode_jpeg, to_gray, to_rgb
 from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
-from stages.base import Params as StageParams
 from stages.detectors import DETECTORS, Face, create, missing
+from stages.images import Decoded, atomic_write, encode_jpeg, to_gray, to_rgb
 
 DEFAULT_DETECTOR = "cascade"
 POLICIES = ("largest", "reject", "all")
@@ -80,7 +79,7 @@ class CropParams(Params):
 
 
 @register
-class Crop(Stage):
+class Crop(Stage[CropParams]):
     name = "crop"
     Params = CropParams
     version = 1
@@ -89,17 +88,17 @@ class Crop(Stage):
     #: cuts from the full-resolution pixels, so its detection copy is reduced from them (pipeline.shard)
     reads_full = True
 
-    def __init__(self, params: StageParams | None = None) -> None:
+    def __init__(self, params: CropParams | None = None) -> None:
         super().__init__(params)
-        if params is not None and (why := missing(self.params.detector)):  # type: ignore[attr-defined]
+        if params is not None and (why := missing(self.params.detector)):
 
             raise ConfigError(why)
 
     def setup(self) -> None:
-        self.detector = create(self.params.detector)  # type: ignore[attr-defined]
+        self.detector = create(self.params.detector)
 
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome | list[Outcome]:
-        p: CropParams = self.params  # type: ignore[assignment]
+        p: CropParams = self.params
         faces, shape = find_faces(self.detector, image, item, p.detect_side)
         chosen = choose(faces, image.size, p)
         if isinstance(chosen, tuple):

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.images import Decoded, shrink, to_gray
 from stages import dupindex, dupverify
 from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
+from stages.images import Decoded, shrink, to_gray
 from stages.phash import components, hamming, near_pairs, phash, pixel_hash, unhex
 
 log = logging.getLogger(__name__)
@@ -288,16 +288,16 @@ def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: Dedup
 
 
 @register
-class Dedup(Stage):
+class Dedup(Stage[DedupParams]):
     name = "dedup"
     Params = DedupParams
     columns = ("dup_group",)
     version = 2
 
-    def __init__(self, params: Params | None = None) -> None:
+    def __init__(self, params: DedupParams | None = None) -> None:
         super().__init__(params)
         # Near duplicates need faiss; say so before any work (a run without dedup never needs it).
-        if params is not None and self.params.mode == "near" and importlib.util.find_spec("faiss") is None:  # type: ignore[attr-defined]
+        if params is not None and self.params.mode == "near" and importlib.util.find_spec("faiss") is None:
 
             raise ConfigError("dedup needs faiss for near duplicates: pip install faiss-cpu  (or --dedup-mode exact)")
 
@@ -319,7 +319,7 @@ class Dedup(Stage):
         return Outcome(item.key, metrics={**hashes(pixels, size, detailed), **extra, "pixels": area})
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
-        p: DedupParams = self.params  # type: ignore[assignment]
+        p: DedupParams = self.params
         recs = sorted(records, key=lambda r: r["key"])
         hashed = [r for r in recs if "phash" in r["metrics"]]
         for r in recs:

@@ -2,7 +2,7 @@
 
 Every model takes raw pixel values (0-255, float) at its input size and ends in a softmax; the
 shared head of the graph rescales to [0, 1] (augmentation happens in the input pipeline,
-``pipeline.train_data``, the same on every Keras backend). The builders make the features; ``build`` adds the softmax layer, always in float32 (under a mixed
+``stages.train.data``, the same on every Keras backend). The builders make the features; ``build`` adds the softmax layer, always in float32 (under a mixed
 precision policy the probabilities and the loss stay exact).
 """
 

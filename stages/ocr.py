@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.images import Decoded, shrink, to_rgb
 from stages.base import ConfigError, Context, Item, Outcome, Stage, register
 from stages.base import Params as StageParams
+from stages.images import Decoded, shrink, to_rgb
 from stages.text import ENGINES, TextReader, TextRegion, covered_fraction, create, missing
 
 log = logging.getLogger(__name__)
@@ -94,26 +94,26 @@ _warned_no_view = False
 
 
 @register
-class Ocr(Stage):
+class Ocr(Stage[OcrParams]):
     name = "ocr"
     Params = OcrParams
     version = 2
     columns = ("text_regions", "text_area")
 
-    def __init__(self, params: StageParams | None = None) -> None:
+    def __init__(self, params: OcrParams | None = None) -> None:
         super().__init__(params)
         if params is not None:
-            p: OcrParams = self.params  # type: ignore[assignment]
+            p: OcrParams = self.params
             if why := missing(p.engine, p.languages):
 
                 raise ConfigError(why)
 
     def setup(self) -> None:
-        p: OcrParams = self.params  # type: ignore[assignment]
+        p: OcrParams = self.params
         self.engine = create(p.engine, languages=p.languages, min_chars=p.min_chars)
 
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome:
-        p: OcrParams = self.params  # type: ignore[assignment]
+        p: OcrParams = self.params
         where = "face" if p.where == "face" and ctx.view is not None else "image"
         if p.where == "face" and where == "image":
             _warn_no_view()

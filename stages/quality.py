@@ -28,8 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.images import Decoded, shrink, to_gray
 from stages.base import Context, Item, Outcome, Params, Stage, register
+from stages.images import Decoded, shrink, to_gray
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def yaw_from_landmarks(points: Any) -> float | None:
 
 
 @register
-class Quality(Stage):
+class Quality(Stage[QualityParams]):
     name = "quality"
     Params = QualityParams
     columns = ("sharpness", "brightness", "contrast", "entropy", "face_px", "detail_px", "yaw")

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.base import Outcome, Params, Stage, register, split_key
+from manifests.keys import split_key
+from stages.base import Outcome, Params, Stage, register
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,13 @@ class SplitParams(Params):
 
 
 @register
-class Split(Stage):
+class Split(Stage[SplitParams]):
     name = "split"
     Params = SplitParams
     columns = ("split",)
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
-        p: SplitParams = self.params  # type: ignore[assignment]
+        p: SplitParams = self.params
         recs = sorted(records, key=lambda r: r["key"])
         splits = assign(recs, p)
         _log_balance(recs, splits, p)

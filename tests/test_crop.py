@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images import Decoded
 from stages.base import Context, Item, Outcome
 from stages.crop import Crop, CropParams, cut_face, eye_angle
 from stages.detectors import DETECTORS, Face, create
 from stages.detectors.annotations import consensus
 from stages.detectors.base import Backend, box_iou, package_file, register
+from stages.images import Decoded
 
 OBAMA_BOX = (349, 142, 268, 267)  # presence.csv (dlib HOG box from face_recognition's tests)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.images import Decoded, to_rgb
 from stages.base import Item
 from stages.crop import DEFAULT_DETECTOR, CropParams, choose, find_faces
 from stages.detectors import DETECTORS, Face, create
 from stages.detectors.base import box_iou, refit
 from stages.detectors.blazeface import MODELS, BlazeNet, anchors
+from stages.images import Decoded, to_rgb
 
 HARD_NEGATIVES = ("sir_lego.jpg", "sir_toy.jpg", "sir_canvas.jpg", "sir_shoes.jpg")  # printed, drawn, painted faces; legs
 

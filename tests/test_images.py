@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images import Decoded, DecodeError, atomic_write, encode_jpeg
+from stages.images import Decoded, DecodeError, atomic_write, encode_jpeg
 
 
 def decode(data: bytes, **kw: int) -> Decoded:
@@ -110,7 +110,7 @@ def test_reduced_copy_does_not_depend_on_an_earlier_full_decode(shared) -> None:
 
 
 def test_face_suffix_only_at_the_end_of_a_key() -> None:
-    from stages.base import key_to_relpath, split_key
+    from manifests.keys import key_to_relpath, split_key
 
     assert split_key("happy/photo#1.jpg") == ("happy/photo#1.jpg", "")
     assert split_key("happy/photo#1.jpg#2") == ("happy/photo#1.jpg", "2")
@@ -119,8 +119,7 @@ def test_face_suffix_only_at_the_end_of_a_key() -> None:
 
 
 def test_reduced_copy_from_full_pixels_costs_no_second_decode(shared) -> None:
-    from pipeline.images import shrink
-    from pipeline.profile import CLOCK
+    from stages.images import CLOCK, shrink
 
     data = (shared / "faces/presence/fr_obama.jpg").read_bytes()
     d = decode(data)
@@ -139,7 +138,7 @@ def test_reduced_copy_from_full_pixels_costs_no_second_decode(shared) -> None:
 
 @pytest.mark.parametrize(("h", "w", "side"), [(3000, 4000, 400), (3000, 4000, 480), (1081, 1917, 256), (50, 40, 60), (7, 1000, 100)])
 def test_shrink_keeps_the_aspect_and_never_enlarges(h: int, w: int, side: int) -> None:
-    from pipeline.images import shrink
+    from stages.images import shrink
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

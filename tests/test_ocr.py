@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.images import Decoded, encode_jpeg
 from stages.base import Context, Item
+from stages.images import Decoded, encode_jpeg
 from stages.ocr import Ocr, OcrParams
 from stages.text import ENGINES, create, missing
 from stages.text.base import register

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.images import encode_jpeg
-from pipeline.profile import CLOCK, Profile, own_time
+from pipeline.profile import Profile, own_time
+from stages.images import CLOCK, encode_jpeg
 
 
 def photos(shared: Path, root: Path, n: int = 8) -> Path:

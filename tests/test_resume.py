@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.images import Decoded
+from stages.images import Decoded
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images import Decoded
+from stages.images import Decoded
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

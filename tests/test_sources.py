@@ -11,9 +11,9 @@ import corpus
 import numpy as np
 import pytest
 
-from pipeline.images import Decoded
 from pipeline.sources import SourceOptions, detect, ingest, read_item
 from pipeline.sources.tree import walk
+from stages.images import Decoded
 
 
 def small_jpeg() -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stages.base import split_key
+from manifests.keys import split_key
 from stages.split import Split, SplitParams, assign
 
 LABELS = ("angry", "happy", "neutral", "sad", "surprise", "fear", "disgust")

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import train_data, train_eval
-from pipeline.training import predict_arrays, resolve_precision
 from stages.detectors.base import box_iou
+from stages.train import data as train_data
+from stages.train import evaluate as train_eval
+from stages.train.fit import predict_arrays, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["happy", "sad", "surprise"]
@@ -280,7 +281,7 @@ def test_predict_finds_and_labels_the_face_in_a_real_photo(trained: Path, shared
 def test_predict_video_csv_and_missing_camera(trained: Path, shared: Path, cli, tmp_path: Path) -> None:
     import cv2
 
-    from pipeline.images import Decoded
+    from stages.images import Decoded
 
     frame = cv2.cvtColor(Decoded((shared / "faces" / "presence" / "fr_obama.jpg").read_bytes).full(), cv2.COLOR_RGB2BGR)
     frame = cv2.resize(frame, (456, 568))

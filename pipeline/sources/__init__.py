@@ -2,65 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.sources import aihub, fer2013, folder
-from pipeline.sources.tree import IMAGE_SUFFIXES, Entry, read_bytes, walk
-from stages.base import Item
+from pipeline.sources.base import Ingest, Ingested, SourceOptions, csv_rows, item_of, item_of_row, read_item, read_text
+from pipeline.sources.tree import IMAGE_SUFFIXES, Entry, walk
+
+__all__ = ["LAYOUTS", "Ingest", "Ingested", "SourceOptions", "csv_rows", "detect", "ingest", "item_of", "item_of_row", "read_item",
+           "read_text", "signature"]
 
 LAYOUTS = ("auto", "folder", "aihub", "fer2013")
-
-
-@dataclass
-class Ingested:
-    """What a layout made of the input.
-
-    Attributes:
-        items: the items to process, sorted by key.
-        rejected: items refused at ingest, with reason and detail.
-        notes: one-line facts for the run summary (ignored files, records without images, ...).
-        missing: label records whose image is not in the input (AIHub).
-        ignored: keys of the input files that are not images (nor label files), listed in reports/ignored.csv.
-    """
-
-    layout: str
-    items: list[Item] = field(default_factory=list)
-    rejected: list[tuple[Item, str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-    signature: str = ""
-
-
-Ingest = Callable[[list[Entry], "SourceOptions"], Ingested]
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """Source settings (``[source]`` in the config file)."""
-
-    layout: str = "auto"
-    aliases: tuple[tuple[str, str], ...] = ()
-    labels: tuple[str, ...] = ()
-    label_policy: str = "majority"
-
-    def canonical(self, raw: str, defaults: dict[str, str] | None = None) -> str:
-        table = dict(defaults or {})
-        table.update(self.aliases)
-        return table.get(raw, raw)
-
-    def refuse(self, label: str) -> str:
-        """Why *label* is not kept ("" when it is)."""
-        if not label:
-            return "no label"
-        if self.labels and label not in self.labels:
-            return f"label {label!r} is not in the label list"
-        return ""
 
 
 def detect(entries: list[Entry]) -> tuple[str, str]:
@@ -101,21 +53,3 @@ def ingest(root: Path, opts: SourceOptions) -> Ingested:
     if result.ignored:
         result.notes.append(f"ignored {len(result.ignored)} non-image file(s), listed in reports/ignored.csv")
     return result
-
-
-def item_of(e: Entry, label: str = "", group: str = "", meta: dict | None = None) -> Item:
-    return Item(e.key, e.source, e.path, e.member, label, group, meta or {})
-
-
-def read_item(item: Item) -> bytes:
-    """Encoded bytes of an item: inline data, a zip member or a file."""
-    return item.data if item.data else read_bytes(item.path, item.member)
-
-
-def read_text(e: Entry) -> str:
-    data = read_bytes(e.path, e.member)
-    return data.decode("utf-8-sig")
-
-
-def csv_rows(e: Entry) -> csv.DictReader:
-    return csv.DictReader(io.StringIO(read_text(e)))

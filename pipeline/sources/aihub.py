@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pipeline.sources.base import Ingested, SourceOptions, item_of, read_text
 from pipeline.sources.tree import IMAGE_SUFFIXES, Entry, nfc
-
-if TYPE_CHECKING:
-    from pipeline.sources import Ingested, SourceOptions
 
 EMOTIONS = {
     "기쁨": "happy",
@@ -55,8 +53,6 @@ def decide(rec: dict[str, Any], policy: str) -> tuple[str, str]:
 
 def load_records(entries: list[Entry]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Label records by NFC file name from every JSON entry; notes on what could not be read."""
-    from pipeline.sources import read_text
-
     records: dict[str, dict[str, Any]] = {}
     notes = []
     for e in entries:
@@ -77,8 +73,6 @@ def load_records(entries: list[Entry]) -> tuple[dict[str, dict[str, Any]], list[
 
 
 def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
-    from pipeline.sources import Ingested, item_of
-
     if opts.label_policy not in POLICIES:
         raise ValueError(f"label_policy must be one of {', '.join(POLICIES)}")
     out = Ingested("aihub")

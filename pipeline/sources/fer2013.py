@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from pipeline.images import encode_png
+from pipeline.sources.base import Ingested, SourceOptions, csv_rows, item_of
 from pipeline.sources.tree import IMAGE_SUFFIXES, Entry
 from stages.base import Item
-
-if TYPE_CHECKING:
-    from pipeline.sources import Ingested, SourceOptions
+from stages.images import encode_png
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SPLITS = {
@@ -28,7 +24,7 @@ def split_of(key: str) -> str | None:
 
 
 def is_fer_csv(e: Entry) -> bool:
-    from pipeline.sources.tree import read_bytes
+    from stages.images import read_bytes
 
     try:
         head = read_bytes(e.path, e.member)[:200].decode("utf-8-sig", "replace")
@@ -39,8 +35,6 @@ def is_fer_csv(e: Entry) -> bool:
 
 
 def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
-    from pipeline.sources import Ingested, item_of
-
     out = Ingested("fer2013")
     for e in entries:
         if e.error:
@@ -62,8 +56,6 @@ def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
 
 def _csv(e: Entry, opts: SourceOptions, out: Ingested) -> None:
     """Rows of a FER2013 CSV become items with their pixels inline (as PNG, 48x48 grayscale)."""
-    from pipeline.sources import csv_rows
-
     stem = e.key[: -len(".csv")]
     for i, row in enumerate(csv_rows(e)):
         key = f"{stem}/{i:05d}"

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from pipeline.sources.base import Ingested, SourceOptions, item_of
 from pipeline.sources.tree import IMAGE_SUFFIXES, Entry
-
-if TYPE_CHECKING:
-    from pipeline.sources import Ingested, SourceOptions
 
 
 def ingest(entries: list[Entry], opts: SourceOptions) -> Ingested:
-    from pipeline.sources import Ingested, item_of
-
     out = Ingested("folder")
     for e in entries:
         parts = e.key.split("/")

@@ -1,16 +1,14 @@
 """Listing an input tree: plain files and zip members alike, with stable NFC keys.
 
-Zip members are read in place, never extracted. Names stored without the UTF-8 flag are decoded
+Zip members are read in place (stages.images.read_bytes), never extracted. Names stored without the UTF-8 flag are decoded
 as UTF-8 when valid, else CP949 (Korean Windows tools), else CP437.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import unicodedata
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -115,19 +113,3 @@ def zip_entries(path: Path, prefix: str, rel: str) -> list[Entry]:
         else:
             out.append(Entry(key, str(path), rel, info.filename, size=info.file_size, mtime=mtime))
     return out
-
-
-@functools.lru_cache(maxsize=8)
-def _open_zip(path: str) -> zipfile.ZipFile:
-    return zipfile.ZipFile(path)
-
-
-def read_bytes(path: str, member: str = "") -> bytes:
-    """Bytes of a file or a zip member (open zip files are cached per process)."""
-    if not member:
-        with open(path, "rb") as f:
-            return f.read()
-    try:
-        return _open_zip(path).read(member)
-    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, KeyError, EOFError, zlib.error) as e:
-        raise OSError(f"zip member {member!r}: {e}") from None

@@ -15,9 +15,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipeline.images import to_gray
 from stages.base import Item
 from stages.detectors.base import Backend, Face, register
+from stages.images import to_gray
 
 CASCADE = "haarcascade_frontalface_alt2.xml"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.images import to_gray
+from stages.images import to_gray
 from stages.text.base import Engine, TextRegion, absent_modules, register
 from stages.text.ppocr import PPOCR
 

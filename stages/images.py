@@ -1,24 +1,62 @@
-"""The only place that decodes and encodes images.
+"""The only place that reads, decodes, reduces, resizes and encodes images.
 
-Bytes in (never ``cv2.imread(path)``, which fails on non-ASCII paths), EXIF orientation applied
-first, reduced copies (from JPEG DCT scaling, or from full-resolution pixels a run decodes anyway),
-a decompression-bomb guard, atomic writes. Every step adds its time to pipeline.profile.CLOCK.
+Bytes in (a file or a zip member, never ``cv2.imread(path)``, which fails on non-ASCII paths), EXIF
+orientation applied first, reduced copies (from JPEG DCT scaling, or from full-resolution pixels a
+run decodes anyway), one area-averaging resize, the model-input resize, report thumbnails, a
+decompression-bomb guard, atomic writes. Every step adds its time to ``CLOCK``, which the run's
+profile (pipeline.profile) reads.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import struct
+import time
 import warnings
-from collections.abc import Callable
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.profile import timed
+from manifests.schema import check_reason
 
 DEFAULT_MAX_PIXELS = 100_000_000
+
+#: Seconds per image step in this process (read, decode, reduce, encode, write).
+CLOCK: Counter[str] = Counter()
+
+
+@contextmanager
+def timed(step: str) -> Iterator[None]:
+    """Add the time of the block to ``CLOCK[step]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        CLOCK[step] += time.perf_counter() - t0
+
+
+@functools.lru_cache(maxsize=8)
+def _open_zip(path: str) -> zipfile.ZipFile:
+    return zipfile.ZipFile(path)
+
+
+def read_bytes(path: str, member: str = "") -> bytes:
+    """Bytes of a file or a zip member (open zip files are cached per process)."""
+    if not member:
+        with open(path, "rb") as f:
+            return f.read()
+    try:
+        return _open_zip(path).read(member)
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, KeyError, EOFError, zlib.error) as e:
+        raise OSError(f"zip member {member!r}: {e}") from None
 
 # EXIF orientations 5-8 swap width and height; each maps to the transpose that makes it upright.
 _SWAPS = {5, 6, 7, 8}
@@ -38,7 +76,7 @@ class DecodeError(Exception):
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+        self.reason = check_reason(reason)
         self.detail = detail
 
 
@@ -333,3 +371,41 @@ def model_input(a: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     if a.shape[:2] != (h, w):
         a = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA if a.shape[0] > h or a.shape[1] > w else cv2.INTER_LINEAR)
     return a.reshape(h, w, c)
+
+
+# -- report thumbnails ----------------------------------------------------------------------------
+THUMB_SIDE = 160
+THUMB_QUALITY = 70
+_SIZE_NOTE = b"facesift source "
+
+
+def thumbnail_jpeg(image: Decoded) -> bytes:
+    """A small JPEG of *image* for the report. Its comment records the size of the upright image it
+    was made from, so that boxes in that image's pixels (crop's face, ocr's text) can be drawn on it."""
+    data = encode_jpeg(image.at_most(THUMB_SIDE), THUMB_QUALITY)
+    w, h = image.size
+    note = _SIZE_NOTE + f"{w}x{h}".encode()
+    # A COM segment after SOI and the JFIF APP0 segment (which must come first): every JPEG reader skips it.
+    at = 4 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 2
+    return data[:at] + b"\xff\xfe" + struct.pack(">H", len(note) + 2) + note + data[at:]
+
+
+def thumb_source_size(path: str) -> tuple[int, int] | None:
+    """The (w, h) of the image a thumbnail was made from, as thumbnail_jpeg recorded it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    at = 2
+    while head[at : at + 1] == b"\xff" and head[at + 1 : at + 2] in (b"\xe0", b"\xfe") and at + 4 <= len(head):
+        end = at + 2 + struct.unpack(">H", head[at + 2 : at + 4])[0]
+        body = head[at + 4 : end]
+        if head[at + 1] == 0xFE and body.startswith(_SIZE_NOTE):
+            try:
+                w, h = body[len(_SIZE_NOTE) :].decode().split("x")
+                return int(w), int(h)
+            except ValueError:
+                return None
+        at = end
+    return None

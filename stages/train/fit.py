@@ -1,7 +1,8 @@
 """Training the expression CNN: records in, WORK/model/ out; resumable after a kill.
 
 Used by the ``train`` stage (records from the earlier stages) and by ``python -m pipeline train
-WORK`` (records from WORK/manifest.csv). WORK/model/ gets:
+WORK`` (records from WORK/manifest.csv). Keras and the callbacks (which import it) are loaded when
+training starts, not when the stage registers. WORK/model/ gets:
 
     model.keras     the best epoch's model (by val accuracy), raw pixels in, probabilities out
     labels.json     class names in output order
@@ -26,16 +27,16 @@ import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from pipeline import train_data, train_eval
-from pipeline.images import atomic_write
-from stages.base import quiet_native_stderr
-
-if TYPE_CHECKING:
-    from stages.train import TrainParams
+from stages import models
+from stages.base import ConfigError, quiet_native_stderr
+from stages.images import atomic_write
+from stages.train import data as train_data
+from stages.train import evaluate as train_eval
+from stages.train.params import TrainParams
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 3
@@ -54,8 +55,6 @@ def import_keras() -> Any:
     """Keras 3 on its configured backend (``KERAS_BACKEND``: tensorflow by default, jax or torch on a
     GPU machine without TensorFlow), with the native libraries' start-up chatter kept off the
     console; or a ConfigError naming the install line."""
-    from pipeline.config import ConfigError
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         with quiet_native_stderr():
@@ -111,8 +110,6 @@ def determinism_on() -> bool:
 
 def records_from_manifest(work: Path) -> list[dict[str, Any]]:
     """Records as the runner would hand them to the train stage, from WORK/manifest.csv."""
-    from pipeline.config import ConfigError
-
     path = work / "manifest.csv"
     if not path.is_file():
         raise ConfigError(f"{path} not found: run the pipeline into {work} first (python -m pipeline run --out {work} ...)")
@@ -157,8 +154,6 @@ class Plan:
 
 def plan(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Plan:
     """Labelled records -> samples with splits (subset and fallback split applied); ConfigError if untrainable."""
-    from pipeline.config import ConfigError
-
     labelled = [r for r in records if r.get("label")]
     chosen = train_data.subset(labelled, params.max_items, params.seed)
     if len(chosen) < len(labelled):
@@ -178,7 +173,7 @@ def plan(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Plan
 def train(records: list[dict[str, Any]], work: Path, params: TrainParams) -> TrainResult:
     """Train ``params.model`` on *records*, write WORK/model/, return the splits and metrics."""
     keras = import_keras()
-    from pipeline import train_callbacks as cb
+    from stages.train import callbacks as cb
 
     params = replace(params, precision=resolve_precision(keras, params.precision))
     p = plan(records, work, params)
@@ -219,8 +214,7 @@ def arrays(p: Plan, shape: tuple[int, int, int], cache: Path) -> dict[str, tuple
 
 
 def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: str, state: dict[str, Any] | None) -> TrainResult:
-    from pipeline import train_callbacks as cb
-    from stages import models
+    from stages.train import callbacks as cb
 
     out, labels = backup.parent, p.labels
     start = state["epoch"] if state else 0
@@ -393,7 +387,7 @@ def float32_copy(model: Any, keras: Any) -> Any:
 def write_artifacts(model: Any, keras: Any, out: Path, labels: list[str], history: list[dict[str, Any]],
                     metrics: dict[str, Any]) -> None:
     """model.keras (*model*: a ``float32_copy``), labels.json, history.csv, curves.png, confusion.png, metrics.json."""
-    from pipeline import train_callbacks as cb
+    from stages.train import callbacks as cb
 
     tmp = out / ".model-tmp.keras"
     model.save(tmp)

@@ -1,6 +1,6 @@
 """Keras callbacks of the fit loop: resume after a kill, and one log line per epoch.
 
-Imported only from ``pipeline.training.train`` (it imports Keras at module level).
+Imported only from ``stages.train.fit`` when training starts (it imports Keras at module level).
 
 Resume: after every finished epoch the model with its optimizer state goes to
 ``backup/last.keras`` (written to a temporary name, then renamed), then ``backup/state.json`` (also
@@ -21,10 +21,10 @@ from typing import Any
 import keras
 from tqdm import tqdm
 
-from pipeline import progress
-from pipeline.images import atomic_write
+from stages import progress
+from stages.images import atomic_write
 
-log = logging.getLogger("pipeline.training")
+log = logging.getLogger("stages.train.fit")
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 

@@ -1,18 +1,11 @@
-"""train: the facial-expression CNN trained on what every earlier stage kept (artifacts in WORK/model/).
-
-A dataset step. It trains on the records' ``file`` with their ``label`` and the ``split`` the split
-stage decided (a deterministic stratified 80/10/10 split by key hash when there is none), and keeps
-every record: training rejects nothing. The work itself lives in ``pipeline.training``.
-"""
+"""The train stage's parameters: its [train] config table and --train-* flags."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from stages.base import Outcome, Params, Stage, register
+from stages.base import Params
 from stages.models import MODELS
 
 CLASS_WEIGHTS = ("none", "sqrt", "balanced")
@@ -81,20 +74,3 @@ class TrainParams(Params):
             raise ValueError(f"train.image_size must be 0 or >= {low} for {self.model}, got {self.image_size}")
         if self.weights and not Path(self.weights).is_file():
             raise ValueError(f"train.weights: no such file {self.weights}")
-
-
-@register
-class Train(Stage):
-    name = "train"
-    Params = TrainParams
-    version = 2
-    #: The split actually trained with: the split stage's, or the fallback one made here.
-    columns = ("split",)
-
-    def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
-        from pipeline.training import train
-
-        result = train(records, work, self.params)  # type: ignore[arg-type]
-        for r in records:
-            # Records left out by max_items keep whatever split the split stage gave them.
-            yield Outcome(r["key"], metrics={"split": result.splits.get(r["key"]) or (r.get("metrics") or {}).get("split", "")})

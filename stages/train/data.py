@@ -1,8 +1,8 @@
 """Training input: records -> samples (file, label, split) -> uint8 arrays -> Keras batches.
 
 Every image, whether an artifact the pipeline wrote, a source file, a zip member or an inline
-FER2013 row, is decoded by ``pipeline.images.Decoded`` (EXIF, bomb guard) and brought to the model's
-input by ``pipeline.images.model_input``, the resize ``predict`` uses too. The decoded set is one
+FER2013 row, is decoded by ``stages.images.Decoded`` (EXIF, bomb guard) and brought to the model's
+input by ``stages.images.model_input``, the resize ``predict`` uses too. The decoded set is one
 uint8 array per split, memory-mapped from WORK/model/cache/ (decoded once, reused on resume), fed to
 Keras by a ``PyDataset``: the same input for the TensorFlow, JAX and PyTorch backends.
 """
@@ -14,13 +14,20 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stages.base import ConfigError, split_key
+from manifests.keys import split_key
+from manifests.store import Store
+from stages import progress
+from stages.base import ConfigError
+from stages.images import Decoded, DecodeError, model_input, read_bytes
+from stages.quality import SIDE, face_detail
+from stages.split import SplitParams, assign
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +70,6 @@ def locate(records: Sequence[dict[str, Any]], work: Path) -> dict[str, tuple[str
         else:
             pending.append(r)
     if pending:
-        from manifests.store import Store
-
         items = {i["key"]: i for i in Store(work).read_items()}
         for r in pending:
             f = str(r.get("file") or "")
@@ -100,8 +105,6 @@ def subset(records: list[dict[str, Any]], limit: int, seed: int) -> list[dict[st
 def split_stage_split(records: Sequence[dict[str, Any]], seed: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> dict[str, str]:
     """key -> split, made by the split stage's own algorithm (``stages.split.assign``) with its
     defaults: stratified by label, each person and each duplicate group in one split."""
-    from stages.split import SplitParams, assign
-
     recs = sorted(records, key=lambda r: r["key"])
     return dict(zip((r["key"] for r in recs), assign(recs, SplitParams(ratios=ratios, seed=seed)), strict=True))
 
@@ -156,8 +159,6 @@ def class_weights(counts: Counter[int], n_classes: int, mode: str) -> dict[int, 
 
 def read(s: Sample) -> bytes:
     """The encoded bytes of a sample: a file, a zip member or inline data (FER2013 CSV rows)."""
-    from pipeline.sources.tree import read_bytes
-
     if s.source is None:
         return read_bytes(s.path)
     path, member, data = s.source
@@ -168,8 +169,6 @@ def decode(s: Sample, shape: tuple[int, int, int]) -> np.ndarray:
     """One sample as HxWxC uint8 at *shape*: the pipeline's one decode path (EXIF applied, bomb
     guard, a reduced DCT decode for big JPEGs) and the one model-input resize that ``predict`` uses.
     An undecodable image is a ConfigError naming it: a curated workspace should hold none."""
-    from pipeline.images import Decoded, DecodeError, model_input
-
     h, w, _ = shape
     img = Decoded(lambda: read(s))
     try:
@@ -201,10 +200,6 @@ def load(items: Sequence[Sample], shape: tuple[int, int, int], cache: Path | Non
     temporary name, then renamed) and reused by later runs and resumes: sets larger than memory
     train from the page cache. Decoding runs in threads (PIL and OpenCV release the GIL).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pipeline import progress
-
     n = len(items)
     path = cache / f"{cache_key(items, shape)}.npy" if cache is not None else None
     if path is not None and path.is_file():
@@ -313,10 +308,6 @@ def input_detail(items: Sequence[Sample], seed: int = 0, n: int = 256) -> tuple[
     """(median px of detail across, median shorter side) of up to *n* of *items*, read as the quality
     stage reads an uncropped image (``stages.quality.face_detail``); None without items. Logs a
     warning when the detail is under half the size: an image enlarged from 12 px reads about 12."""
-    from pipeline.images import Decoded, DecodeError
-    from pipeline.sources.tree import read_bytes
-    from stages.quality import SIDE, face_detail
-
     chosen = sorted(items, key=lambda s: (key_hash(s.key, seed), s.key))[:n]
     found, sides = [], []
     for s in chosen:
