@@ -188,7 +188,8 @@ def write(work: Path, stages: Sequence[StageInfo], store: Store, missing: Sequen
         splits: the split names of the run: each gets a folder per class, empty where it has none.
     """
     stats = Stats(missing=len(missing))
-    kept, dropped = [], []
+    kept: list[Row] = []
+    dropped: list[Row] = []
     for r in final_rows(stages, store, stats=stats):
         (kept if r["status"] == KEPT else dropped).append(r)
     cols = manifest_columns(stages)

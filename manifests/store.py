@@ -39,6 +39,11 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def _rows(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+    return rows
+
+
 def _check(rows: list[dict[str, Any]]) -> None:
     """Every row's status and reason (ingest refusals, stage outcomes, worker crashes alike) are in
     the vocabulary of manifests.schema: nothing else reaches a manifest."""
@@ -73,7 +78,7 @@ class Store:
     def read_items(self) -> list[dict[str, Any]]:
         if not self.items_path.exists():
             return []
-        return pq.read_table(self.items_path).to_pylist()
+        return _rows(self.items_path)
 
     # -- per-shard parts ------------------------------------------------------------------
     def part(self, stage: str, shard: int) -> Path:
@@ -93,7 +98,7 @@ class Store:
         self._write_rows(self.part(stage, shard), rows)
 
     def read_part(self, stage: str, shard: int) -> list[dict[str, Any]]:
-        return pq.read_table(self.part(stage, shard)).to_pylist()
+        return _rows(self.part(stage, shard))
 
     def read_stage(self, stage: str) -> Iterator[dict[str, Any]]:
         for shard in sorted(self.done_shards(stage)):
@@ -110,7 +115,7 @@ class Store:
         self._write_rows(self.dataset_part(stage), rows)
 
     def read_dataset(self, stage: str) -> list[dict[str, Any]]:
-        return pq.read_table(self.dataset_part(stage)).to_pylist() if self.dataset_done(stage) else []
+        return _rows(self.dataset_part(stage)) if self.dataset_done(stage) else []
 
     def _write_rows(self, path: Path, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)

@@ -14,7 +14,7 @@ from manifests.store import Store
 from pipeline import __version__, config, predict, report, runner
 from pipeline.options import stage_flags, verbosity
 from stages.base import ORDER, STAGES, ConfigError
-from stages.train import fit
+from stages.train import TrainParams, fit
 
 log = logging.getLogger("facesift")
 
@@ -133,6 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     file's [train] table < flags."""
     table = config.load_toml(args.config).get("train", {}) if args.config else {}
     params = config.stage_params("train", table, vars(args))
+    assert isinstance(params, TrainParams)
     result = fit.train(fit.records_from_manifest(args.work), args.work, params)
     m = result.metrics
     print(f"{m['model']}: {m['evaluated_on']} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "

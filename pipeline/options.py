@@ -23,7 +23,7 @@ def stage_flags(g: Any, name: str, *, prefixed: bool = True) -> None:
     for f, typ in stage_fields(name):
         flag = f"--{name}-{f.name.replace('_', '-')}" if prefixed else f"--{f.name.replace('_', '-')}"
         flags = [flag, *list(f.metadata.get("flags", ()))] if prefixed else [flag]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         helptext = f"{f.metadata.get('help', f.name)} (default: {default!r})"
         dest = f"{name}.{f.name}"
         if typ is bool:

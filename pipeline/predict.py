@@ -113,13 +113,14 @@ class Predictor:
             self.model = keras.models.load_model(model_file, compile=False)
         self.labels: list[str] = json.loads(labels_file.read_text(encoding="utf-8"))
         self.flip = test_flip(model_file.with_name("metrics.json"))
-        self.shape = tuple(int(v) for v in self.model.input_shape[1:])
+        h, w, c = (int(v) for v in self.model.input_shape[1:])
+        self.shape = (h, w, c)
         self.crop = crop_settings(model_file.parent, detector)
         self.whole = detector == "none"
         #: crop's choice, keeping every face of at least *min_face* px whatever its score
         self.choice = dataclasses.replace(self.crop, policy="all", min_face=min_face, min_face_frac=0.0, min_score=0.0)
         if not self.whole:
-            self.detector = create(self.crop.detector)
+            self.detector: Any = create(self.crop.detector)
 
     def faces(self, rgb: Any, name: str) -> list[Face]:
         """Faces in full-resolution pixels of *rgb*, biggest first: detected on a copy reduced as the

@@ -28,7 +28,7 @@ def own_time(times: Counter[str], step: str, fn: Callable[..., T], *args: Any) -
     try:
         return fn(*args)
     finally:
-        times[step] += (time.perf_counter() - t0) - (CLOCK.total() - inner)
+        times[step] += (time.perf_counter() - t0) - (CLOCK.total() - inner)  # type: ignore[assignment]  # seconds
 
 
 class Profile:

@@ -16,6 +16,7 @@ of the source image, whose size the thumbnail's JPEG comment records), a duplica
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import json
 import logging
@@ -70,7 +71,7 @@ def _thumb_chunk(task: tuple[list[tuple[str, Item]], Path]) -> int:
     jobs, work = task
     made = 0
     for key, item in jobs:
-        made += make_thumbnail(Decoded(lambda it=item: read_item(it), DEFAULT_MAX_PIXELS), key, work)
+        made += make_thumbnail(Decoded(functools.partial(read_item, item), DEFAULT_MAX_PIXELS), key, work)
     return made
 
 
@@ -183,7 +184,8 @@ def collect(work: Path, workers: int = 1) -> dict[str, Any]:
     if not store.items_path.exists():
         raise ConfigError(f"{work} has no manifests/ingest/items.parquet; run `python -m pipeline run` first")
     stats = Stats()
-    kept, dropped = [], []
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
     for r in final_rows([STAGES[n] for n in names], store, stats=stats):
         (kept if r["status"] == KEPT else dropped).append(r)
     # no_face first: when the detector does not fit a user's photos, the first page says so at once.

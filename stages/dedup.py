@@ -163,6 +163,9 @@ def candidates(metrics: Sequence[dict[str, Any]], p: DedupParams) -> tuple[np.nd
     """Every pair (a < b) within the candidate radius, once, with its smallest distance and how it was seen."""
     reach = max(CANDIDATE_RADIUS, p.radius) if p.verify else p.radius
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    d: Any  # a pair's distances, then every pair's
+    v: Any  # how a pair was seen, then every pair's
+    via: list[float]
     prefixes = ["phash"] + (["img"] if any("img_phash" in m for m in metrics) else [])
     for prefix in prefixes:
         main, flip, wins = _codes(metrics, prefix)
@@ -378,7 +381,7 @@ class Dedup(Stage[DedupParams]):
 
 def _proved(rel: dict[str, Any], p: DedupParams) -> bool:
     """Does a relation's evidence alone make the pair duplicates under *p*?"""
-    return rel["dup_hamming"] <= p.radius or (rel.get("dup_inliers", 0) >= p.min_inliers and rel.get("dup_overlap", 0) >= p.min_overlap)
+    return bool(rel["dup_hamming"] <= p.radius or (rel.get("dup_inliers", 0) >= p.min_inliers and rel.get("dup_overlap", 0) >= p.min_overlap))
 
 
 def _rank(r: dict[str, Any]) -> tuple[float, float, str]:

@@ -40,7 +40,7 @@ def timed(step: str) -> Iterator[None]:
     try:
         yield
     finally:
-        CLOCK[step] += time.perf_counter() - t0
+        CLOCK[step] += time.perf_counter() - t0  # type: ignore[assignment]  # seconds: Counter's stubs say int
 
 
 @functools.lru_cache(maxsize=8)
@@ -220,7 +220,8 @@ class Decoded:
             a = cv2.flip(a, flip)
         elif turn is not None:
             a = cv2.rotate(a, turn)
-        return a
+        upright: np.ndarray = a
+        return upright
 
     def at_most(self, side: int) -> np.ndarray:
         """Upright pixels with the longer side at most *side* (see the class doc for their source)."""
@@ -297,7 +298,8 @@ def shrink(a: np.ndarray, side: int, blocks: dict[int, np.ndarray] | None = None
 def _area(a: np.ndarray, w: int, h: int) -> np.ndarray:
     import cv2
 
-    return cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+    out: np.ndarray = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+    return out
 
 
 def to_l_or_rgb(im: Image.Image) -> Image.Image:

@@ -136,7 +136,7 @@ def _at_sharp_side(gray: np.ndarray) -> np.ndarray:
     """float32 *gray* with the longer side at most ``SHARP_SIDE``; never upscaled (interpolation
     invents no detail, a score would only measure the interpolation)."""
     h, w = gray.shape[:2]
-    small = gray.astype(np.float32)
+    small: np.ndarray = gray.astype(np.float32)
     s = SHARP_SIDE / max(h, w)
     if s < 1:
         small = cv2.resize(small, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)

@@ -11,12 +11,16 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from stages.base import ConfigError, Item, Registry, package_file  # noqa: F401  (re-exported for the backends)
-from stages.base import quiet_native_stderr as quiet_stderr
+from stages.base import ConfigError as ConfigError  # re-exported for the backends
+from stages.base import Item as Item
+from stages.base import Registry, quiet_native_stderr
+from stages.base import package_file as package_file
+
+quiet_stderr = quiet_native_stderr  # re-exported for the backends
 
 #: Order of the five landmarks a backend may return, named as seen in the image (``left_eye``
 #: is the eye on the image's left side).
@@ -97,12 +101,13 @@ def create(name: str) -> Backend:
     if why:
         raise ConfigError(why)
     try:
-        return DETECTORS[name]()
+        backend: Backend = DETECTORS[name]()
+        return backend
     except ImportError as e:  # present but broken (e.g. pkg_resources gone from setuptools>=81)
         raise ConfigError(f"the {name} detector could not load ({e}); try: {DETECTORS[name].install}") from None
 
 
-def import_tensorflow() -> object:
+def import_tensorflow() -> Any:
     """Import TensorFlow quietly and single-threaded (parallelism comes from worker processes)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet_stderr():

@@ -115,7 +115,7 @@ class BlazeFace(Backend):
     box_fit: ClassVar[tuple[float, float, float, float]] = (0.0, -0.2, 1.01, 1.5)
 
     def __init__(self, passes: tuple[tuple[str, int], ...] | None = None) -> None:
-        self.passes = passes or type(self).passes
+        self.passes = passes or type(self).passes  # type: ignore[misc]  # an instance may run other passes
         self.nets = {m: BlazeNet(m) for m in {m for m, _ in self.passes}}
 
     def candidates(self, rgb: np.ndarray, threshold: float) -> list[Face]:
@@ -132,7 +132,7 @@ class BlazeFace(Backend):
         if not len(scores):
             return []
         keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), threshold, self.nms_iou)  # C++: best first
-        return [Face(tuple(boxes[i].tolist()), round(float(scores[i]), 4)) for i in np.asarray(keep).reshape(-1)]  # type: ignore[arg-type]
+        return [Face(tuple(boxes[i].tolist()), round(float(scores[i]), 4)) for i in np.asarray(keep).reshape(-1)]
 
     def detect(self, rgb: np.ndarray, item: Item) -> list[Face]:
         if min(rgb.shape[:2]) < 16:

@@ -32,7 +32,7 @@ class Haar(Backend):
     def __init__(self) -> None:
         import cv2
 
-        path = os.path.join(cv2.data.haarcascades, CASCADE)  # type: ignore[attr-defined]
+        path = os.path.join(cv2.data.haarcascades, CASCADE)
         self.cascade = cv2.CascadeClassifier(path)
         if self.cascade.empty():
             raise ImportError(f"OpenCV's {CASCADE} could not be loaded from {path}")

@@ -60,7 +60,8 @@ class Res10(Backend):
         h, w = bgr.shape[:2]
         self.net.setInput(cv2.dnn.blobFromImage(bgr, 1.0, (w, h), MEAN, swapRB=False))
         det = self.net.forward().reshape(-1, 7)[:, 2:]
-        return det[det[:, 0] >= threshold]
+        found: np.ndarray = det[det[:, 0] >= threshold]
+        return found
 
     def _check(self, bgr: np.ndarray, box: tuple[float, float, float, float]) -> Face | None:
         """Re-detect on a patch centred on *box*; the face found near its centre, in *bgr* pixels."""

@@ -14,7 +14,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from stages.base import ConfigError, Registry, package_file  # noqa: F401  (re-exported for the backends)
+from stages.base import ConfigError, Registry
+from stages.base import package_file as package_file  # re-exported for the backends
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,8 @@ register = ENGINES.register
 
 def missing(name: str, languages: str = "eng") -> str:
     """Empty if engine *name* can run with *languages*, else what to install (one line)."""
-    return ENGINES[name].missing(languages)
+    why: str = ENGINES[name].missing(languages)
+    return why
 
 
 def create(name: str, **options: object) -> Engine:
@@ -97,7 +99,8 @@ def create(name: str, **options: object) -> Engine:
     if why:
         raise ConfigError(why)
     try:
-        return ENGINES[name](**options)
+        engine: Engine = ENGINES[name](**options)
+        return engine
     except ImportError as e:  # installed but broken
         raise ConfigError(f"the {name} text engine could not load ({e})") from None
 

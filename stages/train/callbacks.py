@@ -36,7 +36,8 @@ def load_state(backup: Path) -> dict[str, Any] | None:
         return None
     if not (backup / "last.keras").is_file():
         return None
-    return state
+    loaded: dict[str, Any] = state
+    return loaded
 
 
 def history_csv(rows: list[dict[str, Any]]) -> bytes:
@@ -54,7 +55,7 @@ def _num(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-class Resume(keras.callbacks.Callback):
+class Resume(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
     """Saves a complete resume point after every epoch; restores callback state on resume.
 
     Must come after EarlyStopping, ReduceLROnPlateau and ModelCheckpoint in the callback list:
@@ -113,7 +114,7 @@ class Resume(keras.callbacks.Callback):
         atomic_write(self.out / "history.csv", history_csv(s["history"]))
 
 
-class EpochLog(keras.callbacks.Callback):
+class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
     """Two bars, one over the epochs (with the ETA of the whole run) and one over the current epoch's
     batches, then one INFO line per epoch (Keras' own progress output is off: it would flood the
     pipeline's log)."""

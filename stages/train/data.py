@@ -9,6 +9,7 @@ Keras by a ``PyDataset``: the same input for the TensorFlow, JAX and PyTorch bac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -177,6 +178,10 @@ def decode(s: Sample, shape: tuple[int, int, int]) -> np.ndarray:
         raise ConfigError(f"train: cannot read the image of {s.key} ({e}); re-run the earlier stages") from None
 
 
+def _source_bytes(path: str, member: str, data: bytes) -> bytes:
+    return data or read_bytes(path, member)
+
+
 def cache_key(items: Sequence[Sample], shape: tuple[int, int, int]) -> str:
     """Names the decoded array of *items*: their keys, where they are read from and what is there
     now (file size and modification time, or the inline bytes), so a re-made crop is decoded anew."""
@@ -204,7 +209,7 @@ def load(items: Sequence[Sample], shape: tuple[int, int, int], cache: Path | Non
     path = cache / f"{cache_key(items, shape)}.npy" if cache is not None else None
     if path is not None and path.is_file():
         try:
-            arr = np.load(path, mmap_mode="r")
+            arr: np.ndarray = np.load(path, mmap_mode="r")
             if arr.shape == (n, *shape) and arr.dtype == np.uint8:
                 return arr
         except (OSError, ValueError):
@@ -213,7 +218,7 @@ def load(items: Sequence[Sample], shape: tuple[int, int, int], cache: Path | Non
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
+        out: np.ndarray = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
     else:
         out = np.empty((n, *shape), np.uint8)
     chunk = 256
@@ -232,13 +237,16 @@ def load(items: Sequence[Sample], shape: tuple[int, int, int], cache: Path | Non
         bar.close()
     if path is None:
         return out
+    assert isinstance(out, np.memmap)
     out.flush()  # then rename: the cache file appears complete or not at all
     os.replace(tmp, path)
-    return np.load(path, mmap_mode="r")
+    cached: np.ndarray = np.load(path, mmap_mode="r")
+    return cached
 
 
 def one_hot(y: np.ndarray, n: int) -> np.ndarray:
-    return np.eye(n, dtype=np.float32)[y]
+    hot: np.ndarray = np.eye(n, dtype=np.float32)[y]
+    return hot
 
 
 def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -248,9 +256,9 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     n, h, w, c = x.shape
     out = np.empty_like(x)
-    flip = rng.random(n) < 0.5
-    angle = rng.uniform(-10, 10, n)
-    scale = rng.uniform(0.9, 1.1, n)
+    flip = np.asarray(rng.random(n)) < 0.5
+    angle = np.asarray(rng.uniform(-10, 10, n))
+    scale = np.asarray(rng.uniform(0.9, 1.1, n))
     shift = rng.uniform(-0.1, 0.1, (n, 2)) * (w, h)
     for i in range(n):
         m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), float(angle[i]), float(scale[i]))
@@ -312,7 +320,7 @@ def input_detail(items: Sequence[Sample], seed: int = 0, n: int = 256) -> tuple[
     found, sides = [], []
     for s in chosen:
         path, member, data = s.source or (s.path, "", b"")
-        img = Decoded(lambda path=path, member=member, data=data: data or read_bytes(path, member))
+        img = Decoded(functools.partial(_source_bytes, path, member, data))
         try:
             pixels = img.at_most(SIDE)
         except DecodeError:  # an unreadable image fails training later, with its name

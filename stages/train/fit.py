@@ -314,7 +314,7 @@ def native_bfloat16(backend: str) -> bool:
         elif backend == "jax":
             import jax
 
-            return jax.default_backend() == "gpu"
+            return bool(jax.default_backend() == "gpu")
         elif backend == "torch":
             import torch
 
