@@ -113,6 +113,27 @@ def test_batches_are_reproducible_per_epoch_and_augment_in_numpy() -> None:
     assert np.array_equal(np.concatenate([v[i][0] for i in range(len(v))]), x.astype(np.float32))
 
 
+def test_random_erasing_blanks_one_rectangle_per_hit_image_reproducibly() -> None:
+    x = np.full((200, 48, 48, 1), 128, np.uint8)
+    out = train_data.erase(x.copy(), np.random.default_rng(3), 0.5)
+    changed = out != 128
+    hit = changed.reshape(200, -1).any(axis=1)
+    assert 70 <= hit.sum() <= 130  # about half the images at p = 0.5
+    for i in np.flatnonzero(hit):  # what changed lies in one rectangle of 2-25% of the image
+        rows, cols = np.flatnonzero(changed[i].any(axis=(1, 2))), np.flatnonzero(changed[i].any(axis=(0, 2)))
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        assert 0.015 * 48 * 48 <= box <= 0.26 * 48 * 48, box
+    assert np.array_equal(out, train_data.erase(x.copy(), np.random.default_rng(3), 0.5))
+    assert np.array_equal(train_data.erase(x.copy(), np.random.default_rng(3), 0.0), x)
+    # In the feeder: erasing changes augmented batches and leaves the other augmentation's draws alone.
+    rng = np.random.default_rng(0)
+    imgs, y = rng.integers(0, 256, (32, 48, 48, 1), dtype=np.uint8), np.arange(32) % 3
+    plain = train_data.batches(imgs, y, 3, batch=16, shuffle=True, seed=1, augmented=True)[0][0]
+    erased = train_data.batches(imgs, y, 3, batch=16, shuffle=True, seed=1, augmented=True, erasing=1.0)[0][0]
+    differs = (plain != erased).reshape(16, -1).mean(axis=1)
+    assert (differs > 0).all() and (differs < 0.3).all()
+
+
 def test_subset_and_class_weights() -> None:
     recs = [{"key": f"{lab}/{i}", "label": lab} for lab, n in (("a", 10), ("b", 25), ("c", 3)) for i in range(n)]
     sub = train_data.subset(recs, 20, seed=0)

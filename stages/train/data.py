@@ -269,8 +269,25 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def erase(x: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """Random erasing: with probability *p*, a rectangle of 2-25% of each image of *x* (N, H, W, C),
+    aspect 0.3-3.3, filled with uniform noise (in place; *x* is returned). The network cannot lean on
+    one region (a mouth, an eyebrow) alone."""
+    n, h, w, c = x.shape
+    hit = np.asarray(rng.random(n)) < p
+    area = np.asarray(rng.uniform(0.02, 0.25, n)) * h * w
+    aspect = np.exp(np.asarray(rng.uniform(np.log(0.3), np.log(3.3), n)))
+    corner = np.asarray(rng.random((n, 2)))
+    for i in np.flatnonzero(hit):
+        eh = int(min(h, max(1, round(float(np.sqrt(area[i] * aspect[i]))))))
+        ew = int(min(w, max(1, round(float(np.sqrt(area[i] / aspect[i]))))))
+        top, left = int(corner[i, 0] * (h - eh + 1)), int(corner[i, 1] * (w - ew + 1))
+        x[i, top:top + eh, left:left + ew] = rng.integers(0, 256, (eh, ew, c), dtype=np.uint8)
+    return x
+
+
 def batches(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch: int, shuffle: bool, seed: int, first_epoch: int = 0,
-            weights: dict[int, float] | None = None, augmented: bool = False) -> Any:
+            weights: dict[int, float] | None = None, augmented: bool = False, erasing: float = 0.0) -> Any:
     """A ``keras.utils.PyDataset`` of (float32 pixels 0-255, one-hot labels[, sample weights]) batches.
 
     Backend-neutral (TensorFlow, JAX or PyTorch Keras): augmentation (*augmented*) is done here, in
@@ -299,6 +316,8 @@ def batches(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch: int, shuffle
             xb = np.asarray(x[np.sort(idx)] if not shuffle else x[idx])
             if augmented:
                 xb = augment(xb, np.random.default_rng([seed, self.epoch, i, 1]))
+                if erasing:
+                    xb = erase(xb, np.random.default_rng([seed, self.epoch, i, 2]), erasing)
             yi = y[np.sort(idx)] if not shuffle else y[idx]
             out: tuple[np.ndarray, ...] = (xb.astype(np.float32), one_hot(yi, n_classes))
             if weights is not None:

@@ -244,7 +244,8 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     callbacks = [c for c in (early, plateau, best) if c is not None] + [resume, cb.EpochLog(params.epochs, start)]
     if not (resume.state.get("stopped") or start >= params.epochs):
         train_batches = train_data.batches(xt, yt, len(labels), batch=params.batch_size, shuffle=True, seed=params.seed,
-                                           first_epoch=start, weights=weights, augmented=params.augment)
+                                           first_epoch=start, weights=weights, augmented=params.augment,
+                                           erasing=params.erase if params.augment else 0.0)
         val_batches = train_data.batches(*data["val"], len(labels), batch=max(params.batch_size, 256), shuffle=False, seed=0)
         with quiet_native_stderr():
             model.fit(train_batches, validation_data=val_batches, epochs=params.epochs, initial_epoch=start, callbacks=callbacks,

@@ -27,6 +27,8 @@ class TrainParams(Params):
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW decoupled weight decay"})
     label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of the cross-entropy loss (0-0.5)"})
     augment: bool = field(default=True, metadata={"help": "augment training images (flip, rotation, scale, shift), in the input pipeline"})
+    erase: float = field(default=0.0, metadata={"help": "with --train-augment: probability of blanking a random rectangle "
+                                                       "(2-25%% of the face, noise) in each training image (random erasing; 0: off)"})
     class_weights: str = field(default="none", metadata={
         "help": "loss weights from label counts: none | sqrt (softened) | balanced (n / (k * count))", "choices": CLASS_WEIGHTS})
     patience: int = field(default=0, metadata={"help": "stop after this many epochs without a better val accuracy (0: never; "
@@ -59,6 +61,8 @@ class TrainParams(Params):
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 <= self.erase <= 1:
+            raise ValueError(f"train.erase must be between 0 and 1, got {self.erase}")
         if not 0 <= self.label_smoothing <= 0.5:
             raise ValueError(f"train.label_smoothing must be between 0 and 0.5, got {self.label_smoothing}")
         if not 0 <= self.weight_decay < 1:
