@@ -68,8 +68,9 @@ class DedupParams(Params):
         "decide": True})
     crops: bool = field(default=True, metadata={
         "help": "also count copies cropped or shifted by about 10%% as duplicates", "decide": True})
-    flips: bool = field(default=False, metadata={
-        "help": "also count mirrored (horizontally flipped) copies as duplicates", "decide": True})
+    flips: bool = field(default=True, metadata={
+        "help": "also count mirrored (horizontally flipped) copies as duplicates (training flips faces: a mirrored "
+                "copy across splits is a leak)", "decide": True})
     verify: bool = field(default=True, metadata={
         "help": "verify candidates further than --dedup-radius by local features and geometry (finds reframed copies)",
         "decide": True})
@@ -166,15 +167,15 @@ def candidates(metrics: Sequence[dict[str, Any]], p: DedupParams) -> tuple[np.nd
     prefixes = ["phash"] + (["img"] if any("img_phash" in m for m in metrics) else [])
     for prefix in prefixes:
         main, flip, wins = _codes(metrics, prefix)
-        queries: list[np.ndarray | None] = [None]
-        via = [MAIN]
-        if p.flips:
-            queries.append(flip)
-            via.append(FLIP)
-        if p.crops:
-            queries += wins
-            via += [WINDOW] * len(wins)
-        for (i, j, d), v in zip(near_pairs(main, reach, queries), via, strict=True):
+        # Only the main hashes reach out to candidates: the mirrored hash cannot be verified (keypoints
+        # are not mirror-invariant) and a window of a copy sits within the radius or is found by its
+        # keypoints (the same recall on the development set), and each far query costs as much as the main one.
+        joins = [(near_pairs(main, reach)[0], MAIN)]
+        near: list[np.ndarray | None] = ([flip] if p.flips else []) + (wins if p.crops else [])
+        via = ([FLIP] if p.flips else []) + [WINDOW] * (len(wins) if p.crops else 0)
+        if near:
+            joins += list(zip(near_pairs(main, p.radius, near), via, strict=True))
+        for (i, j, d), v in joins:
             keep = i != j
             found.append((np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep], np.full(int(keep.sum()), v)))
     if not found:

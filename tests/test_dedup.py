@@ -105,15 +105,16 @@ def test_mode_change_redecides_without_rehashing(copies: Path, tmp_path: Path, c
     assert {"happy/c_q40.jpg", "happy/d_half.jpg"} <= set(rows(work / "manifest.csv"))
 
 
-def test_mirrored_copy_counts_only_with_flips(tmp_path: Path, shared: Path, cli) -> None:
+def test_mirrored_copy_is_a_duplicate_unless_flips_are_off(tmp_path: Path, shared: Path, cli) -> None:
     a = rgb(shared / "faces" / "presence" / "dl_tom_cruise.jpg")
     save(a, tmp_path / "in" / "happy" / "a.jpg")
     save(np.ascontiguousarray(a[:, ::-1]), tmp_path / "in" / "happy" / "b_mirrored.jpg")
     run = ("run", "--input", tmp_path / "in", "--out", tmp_path / "w", "--stages", "dedup", "--workers", "1")
     assert cli(*run)[0] == 0
+    row = rows(tmp_path / "w" / "reports" / "rejected.csv")["happy/b_mirrored.jpg"]
+    assert row["reason"] == "duplicate" and "mirror" in row["detail"]
+    assert cli(*run, "--no-dedup-flips")[0] == 0
     assert len(rows(tmp_path / "w" / "manifest.csv")) == 2
-    assert cli(*run, "--dedup-flips")[0] == 0
-    assert rows(tmp_path / "w" / "reports" / "rejected.csv")["happy/b_mirrored.jpg"]["reason"] == "duplicate"
 
 
 def test_ten_percent_crop_found_through_the_window_hashes(shared: Path) -> None:
