@@ -168,7 +168,8 @@ def metrics_of(images: list[tuple[str, str, bytes]], through_crop: bool, work: P
                 out.append(None)
                 continue
             ctx = Context(work, o.view, {"crop": o})
-        out.append(dict(dedup.process(item, image, ctx).metrics))
+        o = dedup.process(item, image, ctx)
+        out.append({**o.metrics, "orb": o.blob})  # the keypoints as hashes() hands them (find_groups reads them there)
     return out
 
 
@@ -250,7 +251,8 @@ def verify_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
     feats = [dupverify.unpack(m["orb"]) for m in recs]
     sizes = [len(m["orb"]) for m in recs]
     print(f"verification: development set of bench.dupset, {len(recs)} images, keypoints {np.mean([len(f.desc) for f in feats if f]):.0f} "
-          f"per image, packed {np.mean(sizes) / 1024:.2f} kB of text per image (x {target:,} = {np.mean(sizes) * target / 2**30:.2f} GiB)")
+          f"per image, packed {np.mean(sizes) / 1024:.2f} kB of bytes per image (x {target:,} = {np.mean(sizes) * target / 2**30:.2f} GiB; "
+          f"a Bank holds {sum(x.nbytes for x in vars(dupverify.Bank(1)).values())} B an image whatever the count)")
     rng = np.random.default_rng(0)
     true = [(a, b) for a, b in combinations(range(len(images)), 2) if images[a].source == images[b].source][:2000]
     rand = [(int(a), int(b)) for a, b in rng.integers(0, len(recs), (2000, 2)) if a != b and images[a].source != images[b].source]
@@ -265,7 +267,8 @@ def verify_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
     idx_rate = 0.0
     for n in (len(recs) // 4, len(recs) // 2, len(recs)):
         t0 = time.perf_counter()
-        a, _, _ = dupindex.keypoint_pairs([f.desc if f is not None else None for f in feats[:n]])
+        bank = dupverify.Bank.of([m["orb"] for m in recs[:n]])
+        a, _, _ = dupindex.keypoint_pairs(bank.desc, bank.count)
         sec = time.perf_counter() - t0
         idx_rate = sec / n
         print(f"  {'':<28} {n:>7} {sec:>8.2f} {len(a) / n:>11.1f}")
@@ -308,9 +311,10 @@ def fer_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
     parts = joblib.Parallel(n_jobs=cores)(joblib.delayed(_fer_records)((faces, s, step)) for s in range(0, len(faces), step))
     recs = [m for part in parts for m in part]
     n = len(recs)
-    print(f"FER2013 train, {n} faces (48 px): packed keypoints {np.mean([len(m['orb']) for m in recs]) / 1024:.2f} kB of text per image")
+    print(f"FER2013 train, {n} faces (48 px): packed keypoints {np.mean([len(m['orb']) for m in recs]) / 1024:.2f} kB of bytes per image")
     t0 = time.perf_counter()
-    a, _, _ = dupindex.keypoint_pairs([f.desc if f is not None else None for f in (dupverify.unpack(m["orb"]) for m in recs)])
+    bank = dupverify.Bank.of([m["orb"] for m in recs])
+    a, _, _ = dupindex.keypoint_pairs(bank.desc, bank.count)
     t_idx = time.perf_counter() - t0
     t0 = time.perf_counter()
     g0 = find_groups(recs, DedupParams(verify=False))

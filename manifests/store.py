@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.schema import ITEM_COLUMNS, OUTCOME_COLUMNS, SCHEMA_VERSION
+from manifests.schema import BLOB_COLUMN, ITEM_COLUMNS, OUTCOME_COLUMNS, SCHEMA_VERSION
 
-_OUTCOME_SCHEMA = pa.schema([(c, pa.string()) for c in OUTCOME_COLUMNS])
+_OUTCOME_SCHEMA = pa.schema([(c, pa.string()) for c in OUTCOME_COLUMNS] + [(BLOB_COLUMN, pa.binary())])
 _ITEM_SCHEMA = pa.schema(
     [(c, pa.string()) for c in ITEM_COLUMNS] + [("data", pa.binary()), ("shard", pa.int32())]
 )
@@ -82,11 +82,23 @@ class Store:
         self._write_rows(self.part(stage, shard), rows)
 
     def read_part(self, stage: str, shard: int) -> list[dict[str, Any]]:
-        return pq.read_table(self.part(stage, shard)).to_pylist()
+        """A shard's outcome rows, without their blobs (see ``read_blobs``)."""
+        return pq.read_table(self.part(stage, shard), columns=list(OUTCOME_COLUMNS)).to_pylist()
 
     def read_stage(self, stage: str) -> Iterator[dict[str, Any]]:
         for shard in sorted(self.done_shards(stage)):
             yield from self.read_part(stage, shard)
+
+    def read_blobs(self, stage: str) -> Iterator[tuple[str, bytes]]:
+        """(key, blob) of every row of the stage's done shards that carries one, one shard in memory at a time."""
+        for shard in sorted(self.done_shards(stage)):
+            path = self.part(stage, shard)
+            if BLOB_COLUMN not in pq.read_schema(path).names:  # a part written before blobs existed
+                continue
+            t = pq.read_table(path, columns=["key", BLOB_COLUMN])
+            for key, blob in zip(t.column("key").to_pylist(), t.column(BLOB_COLUMN).to_pylist(), strict=True):
+                if blob:
+                    yield key, blob
 
     # -- dataset steps --------------------------------------------------------------------
     def dataset_part(self, stage: str) -> Path:
@@ -99,11 +111,12 @@ class Store:
         self._write_rows(self.dataset_part(stage), rows)
 
     def read_dataset(self, stage: str) -> list[dict[str, Any]]:
-        return pq.read_table(self.dataset_part(stage)).to_pylist() if self.dataset_done(stage) else []
+        return pq.read_table(self.dataset_part(stage), columns=list(OUTCOME_COLUMNS)).to_pylist() if self.dataset_done(stage) else []
 
     def _write_rows(self, path: Path, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         cols = {c: [r[c] for r in rows] for c in OUTCOME_COLUMNS}
+        cols[BLOB_COLUMN] = [r.get(BLOB_COLUMN, b"") for r in rows]
         _atomic(path, _parquet_bytes(pa.table(cols, schema=_OUTCOME_SCHEMA)))
         _atomic(path.with_suffix(".done"), b"")
 

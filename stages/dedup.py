@@ -6,13 +6,15 @@ copies; a reduced copy is decoded the same way from the same bytes), a 64-bit DC
 pHash, the pHash of the mirrored image (free, see stages.phash) and the pHashes of five 90%
 windows (centre and corners), which find copies cropped or shifted by up to ~10%: a pHash
 alone moves 12-20 bits under such a crop (measured in bench/dedup.py). Besides, the keypoints
-that prove a match (stages.dupverify: ~100 ORB keypoints, ~4 kB), and, when the crop stage ran,
+that prove a match (stages.dupverify: 96 ORB keypoints, 3.3 kB of bytes, kept as the row's blob
+and out of the records every later dataset step holds), and, when the crop stage ran,
 the pHashes of the whole image too (``img_*``), so that a reframed copy is found by its face or
 by its frame.
 
 Dataset step, candidates then proof: faiss hash indexes on sub-hashes join every image with every
 other within ``CANDIDATE_RADIUS`` bits (main x main, windows x main, mirrored x main, on the face
-crop and on the whole image), and stages.dupindex proposes the pairs that share keypoints. A pair
+crop and on the whole image), and stages.dupindex proposes the pairs that share keypoints (read from a memory-mapped ``dupverify.Bank``
+filled from the blobs of the stage's parts). A pair
 within ``radius`` bits is a duplicate as it stands (the measured precision of pHash alone there is
 1.0); a pair further apart is a candidate, and only the ``top_k`` nearest candidates of each image
 are verified by local features and a geometric fit (``min_inliers`` inliers covering
@@ -32,6 +34,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from manifests.store import Store
 from pipeline.images import Decoded, shrink, to_gray
 from stages import dupindex, dupverify
 from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
@@ -104,8 +108,9 @@ def windows(gray: np.ndarray) -> list[np.ndarray]:
 
 
 def hashes(pixels: np.ndarray, source_size: tuple[int, int], detailed: np.ndarray | None = None, keypoints: bool = True) -> dict[str, Any]:
-    """Every hash dedup stores for one image (HxW or HxWx3 uint8), and the keypoints of *detailed*
-    (the same picture at up to ``dupverify.SIDE`` px; *pixels* when None) unless *keypoints* is False."""
+    """Every hash dedup stores for one image (HxW or HxWx3 uint8), and the packed keypoints (``orb``,
+    bytes: the outcome's blob) of *detailed* (the same picture at up to ``dupverify.SIDE`` px; *pixels*
+    when None) unless *keypoints* is False."""
     gray = np.ascontiguousarray(to_gray(pixels))
     main, mirrored = phash(gray)
     crops = "".join(phash(np.ascontiguousarray(w))[0] for w in windows(gray))
@@ -202,8 +207,11 @@ def nearest(a: np.ndarray, b: np.ndarray, d: np.ndarray, n: int, k: int) -> np.n
     return (rank[:len(a)] < k) | (rank[len(a):] < k)
 
 
-def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
-    """Group records by pixel identity and, in near mode, by pHash distance and verification (see module doc)."""
+def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None = None) -> Groups:
+    """Group records by pixel identity and, in near mode, by pHash distance and verification (see module doc).
+
+    *bank*: the records' keypoints, in their order; None: from their ``orb`` bytes (``hashes`` output).
+    """
     n = len(metrics)
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
@@ -216,10 +224,11 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
     groups = Groups(np.arange(n), exact_groups=exact_groups)
     if p.mode == "near" and n > 1:
         a, b, d, v = candidates(metrics, p)
-        feats = [dupverify.unpack(str(m.get("orb", ""))) for m in metrics] if p.verify else []
-        if p.verify and p.keypoints:
+        if p.verify and bank is None:
+            bank = dupverify.Bank.of([m.get("orb", b"") for m in metrics])
+        if p.verify and p.keypoints and bank is not None:
             # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
-            ka, kb, shared = dupindex.keypoint_pairs([f.desc if f is not None else None for f in feats])
+            ka, kb, shared = dupindex.keypoint_pairs(bank.desc, bank.count)
             new = ~np.isin(ka * n + kb, a * n + b)
             a, b = np.concatenate([a, ka[new]]), np.concatenate([b, kb[new]])
             d = np.concatenate([d, MAX_RADIUS + 1 + np.maximum(0, dupindex.INDEXED - shared[new])])
@@ -229,7 +238,8 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
         todo = np.flatnonzero(check).tolist()
         # OpenCV's matching and fit release the GIL: threads use every core the driver has.
         with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)) as pool:
-            proofs = dict(zip(todo, pool.map(lambda k: dupverify.verify(feats[a[k]], feats[b[k]], p.min_inliers), todo), strict=True))
+            proofs = dict(zip(todo, pool.map(lambda k: dupverify.verify(bank.get(a[k]), bank.get(b[k]), p.min_inliers), todo),  # type: ignore[union-attr]
+                              strict=True))
         for k in np.flatnonzero(direct | check).tolist():
             i, j = int(a[k]), int(b[k])
             edge = Edge(int(d[k]), int(v[k]), proofs.get(k))
@@ -264,8 +274,10 @@ def distance(a: dict[str, Any], b: dict[str, Any], p: DedupParams) -> int:
     return min(ds)
 
 
-def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: DedupParams) -> dict[str, Any]:
-    """dup_kind and the evidence of a duplicate *ra* of the kept *rb* (``edge``: the pair's own join, if any).
+def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: DedupParams,
+             fa: dupverify.Packed | None = None, fb: dupverify.Packed | None = None) -> dict[str, Any]:
+    """dup_kind and the evidence of a duplicate *ra* of the kept *rb* (``edge``: the pair's own join, if
+    any; *fa*, *fb*: their keypoints).
 
     Kinds: exact (pixel-identical), mirror (joined by the mirrored hash), resized (the same framing:
     the pHash alone, or a fit whose frames overlap by IoU >= 0.8: other size, encoding or colours),
@@ -276,7 +288,7 @@ def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: Dedup
     out: dict[str, Any] = {"dup_hamming": distance(ra, rb, p)}
     ev = edge.evidence if edge is not None else None
     if ev is None and p.mode == "near" and p.verify and (edge is None or edge.distance > p.radius):
-        ev = dupverify.verify(dupverify.unpack(str(ra.get("orb", ""))), dupverify.unpack(str(rb.get("orb", ""))))
+        ev = dupverify.verify(fa, fb)
     if ev is not None and ev.matches:
         out |= {"dup_inliers": ev.inliers, "dup_overlap": round(ev.overlap, 3)}
     if edge is not None and edge.evidence is None:
@@ -293,7 +305,7 @@ class Dedup(Stage):
     name = "dedup"
     Params = DedupParams
     columns = ("dup_group",)
-    version = 2
+    version = 3
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params)
@@ -317,7 +329,9 @@ class Dedup(Stage):
             area = size[0] * size[1]
             extra = {}
             detailed = image.at_most(dupverify.SIDE)
-        return Outcome(item.key, metrics={**hashes(pixels, size, detailed), **extra, "pixels": area})
+        metrics = hashes(pixels, size, detailed)
+        blob = metrics.pop("orb")
+        return Outcome(item.key, metrics={**metrics, **extra, "pixels": area}, blob=blob)
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
         p: DedupParams = self.params  # type: ignore[assignment]
@@ -328,7 +342,21 @@ class Dedup(Stage):
                 yield Outcome(r["key"], metrics={"dup_group": ""})
         if not hashed:
             return
-        groups = find_groups([r["metrics"] for r in hashed], p)
+        with tempfile.TemporaryDirectory(dir=work, prefix=".dedup-keypoints-") as tmp:
+            bank = self.keypoints(hashed, work, Path(tmp)) if p.mode == "near" and p.verify else None
+            yield from self.decide(hashed, p, bank)
+
+    def keypoints(self, records: list[dict[str, Any]], work: Path, folder: Path) -> dupverify.Bank:
+        """The records' keypoints (in their order) from the blobs of this stage's parts, memory-mapped under *folder*."""
+        index = {r["key"]: i for i, r in enumerate(records)}
+        bank = dupverify.Bank(len(records), folder)
+        for key, blob in Store(work).read_blobs(self.name):
+            if key in index:
+                bank.put(index[key], blob)
+        return bank
+
+    def decide(self, hashed: list[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None) -> Iterator[Outcome]:
+        groups = find_groups([r["metrics"] for r in hashed], p, bank)
         members: dict[int, list[int]] = {}
         for i, g in enumerate(groups.root.tolist()):
             members.setdefault(g, []).append(i)
@@ -336,6 +364,9 @@ class Dedup(Stage):
         for (x, y), e in groups.edges.items():
             links.setdefault(x, []).append((y, e))
             links.setdefault(y, []).append((x, e))
+        def feats(i: int, j: int) -> tuple[dupverify.Packed | None, dupverify.Packed | None]:
+            return (bank.get(i), bank.get(j)) if bank is not None else (None, None)
+
         dups = conflicts = 0
         for g, idx in members.items():
             if len(idx) == 1:
@@ -359,12 +390,12 @@ class Dedup(Stage):
                 dups += 1
                 r = hashed[i]
                 edge = groups.edges.get((min(i, b), max(i, b)))
-                rel = relation(r["metrics"], best["metrics"], edge, p)
+                rel = relation(r["metrics"], best["metrics"], edge, p, *feats(i, b))
                 if edge is None and rel["dup_kind"] != "exact" and not _proved(rel, p) and links.get(i):
                     # Joined through other members: the evidence of its own strongest join, and with whom.
                     j, e = min(links[i], key=lambda je: (je[1].evidence is not None, -(je[1].evidence.inliers if je[1].evidence else 0),
                                                           je[1].distance, je[0]))
-                    rel = relation(r["metrics"], hashed[j]["metrics"], e, p) | {"dup_via": hashed[j]["key"]}
+                    rel = relation(r["metrics"], hashed[j]["metrics"], e, p, *feats(i, j)) | {"dup_via": hashed[j]["key"]}
                 if rel["dup_kind"] == "exact":
                     detail = f"exact copy of {best['key']}"
                 else:

@@ -221,6 +221,11 @@ def test_reframed_copies_are_proved_by_keypoints_and_the_row_names_kept_key_kind
     for key in rejected:
         assert rejected[key]["reason"] == "duplicate"
         assert rejected[key]["detail"].startswith("near duplicate of happy/c_captioned.jpg (distance ")
+    # The keypoints are the rows' blobs, never text in the metrics every later dataset step holds.
+    stored = list(Store(work).read_stage("dedup"))
+    assert stored and all("orb" not in json.loads(r["metrics"]) and "blob" not in r for r in stored)
+    assert {k for k, _ in Store(work).read_blobs("dedup")} == {r["key"] for r in stored}
+    assert not list(work.glob(".dedup-keypoints-*"))  # the dataset step's memory-mapped bank is gone
     metrics = {r["key"]: json.loads(r["metrics"]) for r in Store(work).read_dataset("dedup")}
     for key in ("happy/a_photo.jpg", "happy/b_crop40.jpg"):
         m = metrics[key]
@@ -285,7 +290,10 @@ def test_through_crop_the_face_crops_and_the_frames_are_compared(reframed: Path,
     area = {k: crop[k]["box_w"] * crop[k]["box_h"] for k in copies}
     assert area[kept_key] == max(area.values())
     hashed = [json.loads(r["metrics"]) for r in Store(work).read_stage("dedup")]
-    assert len(hashed) == 5 and all("img_phash" in m and m["orb"] for m in hashed)  # the frame's hashes beside the face's
+    assert len(hashed) == 5 and all("img_phash" in m for m in hashed)  # the frame's hashes beside the face's
+    # The face crop's keypoints, as binary blobs beside the rows (at most 96 of 34 B and a 4-byte head).
+    blobs = dict(Store(work).read_blobs("dedup"))
+    assert len(blobs) == 5 and all(4 + 34 * 8 <= len(b) <= 4 + 34 * 96 and (len(b) - 4) % 34 == 0 for b in blobs.values())
     metrics = {r["key"]: json.loads(r["metrics"]) for r in Store(work).read_dataset("dedup")}
     assert metrics["happy/b_crop40.jpg"]["dup_kind"] in ("resized", "reframed")
     kept = rows(work / "manifest.csv")
