@@ -455,6 +455,72 @@ def scale_bench(shared: Path, sizes: Sequence[int], baselines_upto: int) -> None
                   "  (default; in this process: hex parsing and pixel-hash grouping included)")
 
 
+# -- the dataset step at scale: time and memory -----------------------------------------------
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field)) / 1024
+
+
+def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000) -> None:
+    """A workspace holding the dedup stage's parts for *n* images: the pHashes of ``hash_set`` (FER2013
+    faces and variants of them) and, as each row's blob, 96 random keypoints (the size a photo's take;
+    random descriptors meet no others, so the keypoint index finds nothing: memory, not candidates)."""
+    from manifests.store import Store
+    from pipeline.runner import outcome_row
+    from stages.base import Outcome
+
+    records = hash_set(shared, n)
+    rng = np.random.default_rng(0)
+    store = Store(work)
+    head = np.array([512, 384], np.uint16).tobytes()
+    for s in range(0, n, shard):
+        outs = []
+        for k in range(s, min(n, s + shard)):
+            blob = head + rng.integers(0, 256, 2 * dupverify.N_FEATURES, np.uint8).tobytes() + rng.bytes(dupverify.DESC * dupverify.N_FEATURES)
+            outs.append(outcome_row(Outcome(f"happy/{k:07d}.jpg", metrics={**records[k], "pixels": 48 * 48}, blob=blob)))
+        store.write_part("dedup", s // shard, outs)
+
+
+def _step_child(work: str, conn: Any) -> None:
+    """In a fresh process: the records as the runner hands them (JSON metrics parsed), then the dedup
+    stage's dataset step; sends (records MB, wall s, CPU s, peak MB, peak anonymous MB, duplicates)."""
+    import json
+    import threading
+
+    from manifests.store import Store
+
+    cv2.setNumThreads(1)
+    work_path = Path(work)
+    records = [{"key": r["key"], "source": r["key"], "file": r["key"], "label": "happy", "group": "", "meta": {},
+                "metrics": json.loads(r["metrics"])} for r in Store(work_path).read_stage("dedup")]
+    base = _status_mb("VmRSS")
+    peak_anon = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            peak_anon[0] = max(peak_anon[0], _status_mb("RssAnon"))
+
+    threading.Thread(target=watch, daemon=True).start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    outs = list(Dedup(DedupParams()).run(records, work_path))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    done.set()
+    conn.send((base, wall, cpu, _peak_mb(), peak_anon[0], sum(o.status != "kept" for o in outs)))
+
+
+def step_bench(shared: Path, n: int) -> None:
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        t0 = time.perf_counter()
+        write_workspace(shared, Path(tmp), n)
+        print(f"dataset step at scale: {n:,} images' dedup parts written in {time.perf_counter() - t0:.0f} s "
+              "(pHashes of FER2013 faces and variants; 96 random keypoints each as the blob)")
+        base, wall, cpu, peak, anon, dups = _in_child(_step_child, tmp)
+        print(f"  records as the runner hands them: {base:.0f} MB resident; the dedup dataset step (default settings): "
+              f"{wall:.1f} s wall, {cpu:.1f} s CPU (all threads), peak resident {peak:.0f} MB (anonymous {anon:.0f} MB, "
+              f"the rest the memory-mapped keypoints), {dups:,} rejected")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -463,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--crop-detector", default="", help="crop stage detector for the photos>crop set (default: crop's own)")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-verify", action="store_true")
+    ap.add_argument("--step-n", type=int, default=0, help="also time the dedup dataset step on this many images, with its peak memory")
     ap.add_argument("--baselines-upto", type=int, default=100_000, help="run the faiss baselines up to this size")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
@@ -471,6 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_verify:
         verify_bench(args.shared)
         fer_bench(args.shared)
+    if args.step_n:
+        step_bench(args.shared, args.step_n)
     if not args.skip_scale:
         scale_bench(args.shared, [int(s) for s in args.sizes.split(",")], args.baselines_upto)
     return 0

@@ -45,7 +45,7 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.
         piece = desc[owner, slot, step * t:step * (t + 1)].astype(np.uint32)
         key = piece[:, 0] | (piece[:, 1] << 8) | (piece[:, 2] << 16)
         del piece
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key)  # any order within a bucket: every pair in it is compared
         ks = key[order]
         del key
         start = np.flatnonzero(np.concatenate([[True], ks[1:] != ks[:-1]]))

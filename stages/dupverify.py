@@ -108,7 +108,8 @@ class Bank:
     def __init__(self, n: int, folder: Path | None = None) -> None:
         shapes = {"desc": ((n, N_FEATURES, DESC), np.uint8), "xy": ((n, N_FEATURES, 2), np.uint8),
                   "count": ((n,), np.uint8), "size": ((n, 2), np.uint16)}
-        arrays = {k: (np.zeros(s, t) if folder is None or n == 0 else np.memmap(folder / f"{k}.u8", t, "w+", shape=s))
+        # Plain ndarray views of the maps: numpy's memmap subclass costs microseconds an index.
+        arrays = {k: (np.zeros(s, t) if folder is None or n == 0 else np.memmap(folder / f"{k}.u8", t, "w+", shape=s).view(np.ndarray))
                   for k, (s, t) in shapes.items()}
         self.desc, self.xy, self.count, self.size = arrays["desc"], arrays["xy"], arrays["count"], arrays["size"]
 
