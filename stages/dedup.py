@@ -60,6 +60,8 @@ MAX_RADIUS = 16
 #: Pairs up to this many bits apart are candidates for verification. Wider costs much: on the FER2013
 #: train faces the join yields 12 pairs per image at 10 bits, 33 at 12 and 458 at 16 (bench/dedup.py).
 CANDIDATE_RADIUS = 10
+#: Candidate pairs verified per thread task.
+VERIFY_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -236,10 +238,14 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         direct = d <= p.radius
         check = ~direct & (v != FLIP) & nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
         todo = np.flatnonzero(check).tolist()
-        # OpenCV's matching and fit release the GIL: threads use every core the driver has.
+        # OpenCV's matching and fit release the GIL: threads use every core the driver has, a chunk of
+        # pairs a task (a task per pair cost more in thread hand-offs than a verification).
+        def prove(ks: list[int]) -> list[dupverify.Evidence]:
+            return [dupverify.verify(bank.get(a[k]), bank.get(b[k]), p.min_inliers) for k in ks]  # type: ignore[union-attr]
+
+        chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
         with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)) as pool:
-            proofs = dict(zip(todo, pool.map(lambda k: dupverify.verify(bank.get(a[k]), bank.get(b[k]), p.min_inliers), todo),  # type: ignore[union-attr]
-                              strict=True))
+            proofs = dict(zip(todo, (e for chunk in pool.map(prove, chunks) for e in chunk), strict=True))
         for k in np.flatnonzero(direct | check).tolist():
             i, j = int(a[k]), int(b[k])
             edge = Edge(int(d[k]), int(v[k]), proofs.get(k))
