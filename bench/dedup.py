@@ -1,6 +1,6 @@
 """Benchmark of the dedup stage: near-duplicate precision/recall on real photos, and join scale.
 
-    python -m bench.dedup [--shared ../shared/data] [--sizes 100000,500000] [--skip-scale] [--skip-edits]
+    python -m bench.dedup [--shared ../shared/data] [--sizes 100000,500000] [--skip-scale] [--skip-edits] [--step-n 500000]
 
 Edits set (``../shared/data/faces``): every photo of faces/presence and faces/groups ("photos"),
 and the faces cut from them ("faces": the groups.csv boxes and one box per face of the
@@ -21,6 +21,13 @@ verification per candidate pair (true pairs and random pairs apart), the keypoin
 subsets, the candidates verified per image, and the decision step with and without verification
 (baseline: the pHash-only decision on the same records). These are extrapolated to 500k images in
 the printout, and say so.
+
+Dataset step (``--step-n N``): a workspace holding the dedup stage's parts for N images (the
+pHashes of the scale set below, and 96 random keypoints each as the row's blob: the size a photo's
+take), then, in a fresh process, the records as the runner hands them and the stage's dataset step
+with its default settings: wall and CPU seconds, peak resident memory (VmHWM) and peak anonymous
+memory (sampled; the rest is the memory-mapped keypoint bank). Random descriptors meet no others:
+this measures memory and the pHash side, not the keypoint candidates of real photos.
 
 Scale: 100k and 500k hash sets made from FER2013 train faces under random similarity transforms,
 gamma and mirroring (28,709 real faces, the rest variants: denser in near pairs than a real

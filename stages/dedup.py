@@ -12,9 +12,11 @@ the pHashes of the whole image too (``img_*``), so that a reframed copy is found
 by its frame.
 
 Dataset step, candidates then proof: faiss hash indexes on sub-hashes join every image with every
-other within ``CANDIDATE_RADIUS`` bits (main x main, windows x main, mirrored x main, on the face
-crop and on the whole image), and stages.dupindex proposes the pairs that share keypoints (read from a memory-mapped ``dupverify.Bank``
-filled from the blobs of the stage's parts). A pair
+other within ``CANDIDATE_RADIUS`` bits (main x main, on the face crop and on the whole image) and
+within ``radius`` bits (windows x main, and mirrored x main unless ``flips`` is off: a mirrored copy
+is a duplicate by default, as training flips faces), and stages.dupindex proposes the pairs that
+share keypoints (read from a memory-mapped ``dupverify.Bank`` filled from the blobs of the stage's
+parts). A pair
 within ``radius`` bits is a duplicate as it stands (the measured precision of pHash alone there is
 1.0); a pair further apart is a candidate, and only the ``top_k`` nearest candidates of each image
 are verified by local features and a geometric fit (``min_inliers`` inliers covering
