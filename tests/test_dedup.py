@@ -298,3 +298,28 @@ def test_through_crop_the_face_crops_and_the_frames_are_compared(reframed: Path,
     assert metrics["happy/b_crop40.jpg"]["dup_kind"] in ("resized", "reframed")
     kept = rows(work / "manifest.csv")
     assert kept["happy/fr_obama.jpg"]["dup_group"] == "" and kept["happy/fr_obama1.jpg"]["dup_group"] == ""
+
+
+def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_path: Path, shared: Path) -> None:
+    from stages import dupindex
+
+    a = cv2.cvtColor(rgb(shared / "faces" / "presence" / "fr_obama.jpg"), cv2.COLOR_RGB2GRAY)
+    a = cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    grays = [a, np.ascontiguousarray(crop_area(a, 0.4, 0.7, (0.5, 0.35))),
+             cv2.cvtColor(rgb(shared / "faces" / "presence" / "dl_tom_cruise.jpg"), cv2.COLOR_RGB2GRAY)]
+    blobs = [dupverify.features(g) for g in grays]
+    assert all(isinstance(b, bytes) and (len(b) - 4) % 34 == 0 for b in blobs)
+    mem = dupverify.Bank.of(blobs)
+    mapped = dupverify.Bank(len(blobs), tmp_path)
+    for i, b in enumerate(blobs):
+        mapped.put(i, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["count.u8", "desc.u8", "size.u8", "xy.u8"]
+    for i, b in enumerate(blobs):
+        want, got = dupverify.unpack(b), mapped.get(i)
+        assert want is not None and got is not None and got.size == want.size
+        assert np.array_equal(got.desc, want.desc) and np.array_equal(got.xy, want.xy)
+    pairs = [tuple(map(np.ndarray.tolist, dupindex.keypoint_pairs(bank.desc, bank.count))) for bank in (mem, mapped)]
+    assert pairs[0] == pairs[1]
+    assert (0, 1) in list(zip(pairs[0][0], pairs[0][1], strict=True))  # the crop shares keypoints with its photo
+    assert dupverify.verify(mapped.get(0), mapped.get(1)).proves(8, 0.1)
+    assert dupverify.Bank.of([b"", blobs[2]]).get(0) is None
