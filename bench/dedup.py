@@ -1,6 +1,6 @@
 """Benchmark of the dedup stage: near-duplicate precision/recall on real photos, and join scale.
 
-    python -m bench.dedup [--shared ../shared/data] [--sizes 100000,500000] [--skip-scale] [--skip-edits]
+    python -m bench.dedup [--shared ../shared/data] [--sizes 100000,500000] [--skip-scale] [--skip-edits] [--step-n 500000]
 
 Edits set (``../shared/data/faces``): every photo of faces/presence and faces/groups ("photos"),
 and the faces cut from them ("faces": the groups.csv boxes and one box per face of the
@@ -21,6 +21,13 @@ verification per candidate pair (true pairs and random pairs apart), the keypoin
 subsets, the candidates verified per image, and the decision step with and without verification
 (baseline: the pHash-only decision on the same records). These are extrapolated to 500k images in
 the printout, and say so.
+
+Dataset step (``--step-n N``): a workspace holding the dedup stage's parts for N images (the
+pHashes of the scale set below, and 96 random keypoints each as the row's blob: the size a photo's
+take), then, in a fresh process, the records as the runner hands them and the stage's dataset step
+with its default settings: wall and CPU seconds, peak resident memory (VmHWM) and peak anonymous
+memory (sampled; the rest is the memory-mapped keypoint bank). Random descriptors meet no others:
+this measures memory and the pHash side, not the keypoint candidates of real photos.
 
 Scale: 100k and 500k hash sets made from FER2013 train faces under random similarity transforms,
 gamma and mirroring (28,709 real faces, the rest variants: denser in near pairs than a real
@@ -168,7 +175,8 @@ def metrics_of(images: list[tuple[str, str, bytes]], through_crop: bool, work: P
                 out.append(None)
                 continue
             ctx = Context(work, o.view, {"crop": o})
-        out.append(dict(dedup.process(item, image, ctx).metrics))
+        o = dedup.process(item, image, ctx)
+        out.append({**o.metrics, "orb": o.blob})  # the keypoints as hashes() hands them (find_groups reads them there)
     return out
 
 
@@ -250,7 +258,8 @@ def verify_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
     feats = [dupverify.unpack(m["orb"]) for m in recs]
     sizes = [len(m["orb"]) for m in recs]
     print(f"verification: development set of bench.dupset, {len(recs)} images, keypoints {np.mean([len(f.desc) for f in feats if f]):.0f} "
-          f"per image, packed {np.mean(sizes) / 1024:.2f} kB of text per image (x {target:,} = {np.mean(sizes) * target / 2**30:.2f} GiB)")
+          f"per image, packed {np.mean(sizes) / 1024:.2f} kB of bytes per image (x {target:,} = {np.mean(sizes) * target / 2**30:.2f} GiB; "
+          f"a Bank holds {sum(x.nbytes for x in vars(dupverify.Bank(1)).values())} B an image whatever the count)")
     rng = np.random.default_rng(0)
     true = [(a, b) for a, b in combinations(range(len(images)), 2) if images[a].source == images[b].source][:2000]
     rand = [(int(a), int(b)) for a, b in rng.integers(0, len(recs), (2000, 2)) if a != b and images[a].source != images[b].source]
@@ -265,7 +274,8 @@ def verify_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
     idx_rate = 0.0
     for n in (len(recs) // 4, len(recs) // 2, len(recs)):
         t0 = time.perf_counter()
-        a, _, _ = dupindex.keypoint_pairs([f.desc if f is not None else None for f in feats[:n]])
+        bank = dupverify.Bank.of([m["orb"] for m in recs[:n]])
+        a, _, _ = dupindex.keypoint_pairs(bank.desc, bank.count)
         sec = time.perf_counter() - t0
         idx_rate = sec / n
         print(f"  {'':<28} {n:>7} {sec:>8.2f} {len(a) / n:>11.1f}")
@@ -308,9 +318,10 @@ def fer_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
     parts = joblib.Parallel(n_jobs=cores)(joblib.delayed(_fer_records)((faces, s, step)) for s in range(0, len(faces), step))
     recs = [m for part in parts for m in part]
     n = len(recs)
-    print(f"FER2013 train, {n} faces (48 px): packed keypoints {np.mean([len(m['orb']) for m in recs]) / 1024:.2f} kB of text per image")
+    print(f"FER2013 train, {n} faces (48 px): packed keypoints {np.mean([len(m['orb']) for m in recs]) / 1024:.2f} kB of bytes per image")
     t0 = time.perf_counter()
-    a, _, _ = dupindex.keypoint_pairs([f.desc if f is not None else None for f in (dupverify.unpack(m["orb"]) for m in recs)])
+    bank = dupverify.Bank.of([m["orb"] for m in recs])
+    a, _, _ = dupindex.keypoint_pairs(bank.desc, bank.count)
     t_idx = time.perf_counter() - t0
     t0 = time.perf_counter()
     g0 = find_groups(recs, DedupParams(verify=False))
@@ -451,6 +462,72 @@ def scale_bench(shared: Path, sizes: Sequence[int], baselines_upto: int) -> None
                   "  (default; in this process: hex parsing and pixel-hash grouping included)")
 
 
+# -- the dataset step at scale: time and memory -----------------------------------------------
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field)) / 1024
+
+
+def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000) -> None:
+    """A workspace holding the dedup stage's parts for *n* images: the pHashes of ``hash_set`` (FER2013
+    faces and variants of them) and, as each row's blob, 96 random keypoints (the size a photo's take;
+    random descriptors meet no others, so the keypoint index finds nothing: memory, not candidates)."""
+    from manifests.store import Store
+    from pipeline.runner import outcome_row
+    from stages.base import Outcome
+
+    records = hash_set(shared, n)
+    rng = np.random.default_rng(0)
+    store = Store(work)
+    head = np.array([512, 384], np.uint16).tobytes()
+    for s in range(0, n, shard):
+        outs = []
+        for k in range(s, min(n, s + shard)):
+            blob = head + rng.integers(0, 256, 2 * dupverify.N_FEATURES, np.uint8).tobytes() + rng.bytes(dupverify.DESC * dupverify.N_FEATURES)
+            outs.append(outcome_row(Outcome(f"happy/{k:07d}.jpg", metrics={**records[k], "pixels": 48 * 48}, blob=blob)))
+        store.write_part("dedup", s // shard, outs)
+
+
+def _step_child(work: str, conn: Any) -> None:
+    """In a fresh process: the records as the runner hands them (JSON metrics parsed), then the dedup
+    stage's dataset step; sends (records MB, wall s, CPU s, peak MB, peak anonymous MB, duplicates)."""
+    import json
+    import threading
+
+    from manifests.store import Store
+
+    cv2.setNumThreads(1)
+    work_path = Path(work)
+    records = [{"key": r["key"], "source": r["key"], "file": r["key"], "label": "happy", "group": "", "meta": {},
+                "metrics": json.loads(r["metrics"])} for r in Store(work_path).read_stage("dedup")]
+    base = _status_mb("VmRSS")
+    peak_anon = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            peak_anon[0] = max(peak_anon[0], _status_mb("RssAnon"))
+
+    threading.Thread(target=watch, daemon=True).start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    outs = list(Dedup(DedupParams()).run(records, work_path))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    done.set()
+    conn.send((base, wall, cpu, _peak_mb(), peak_anon[0], sum(o.status != "kept" for o in outs)))
+
+
+def step_bench(shared: Path, n: int) -> None:
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        t0 = time.perf_counter()
+        write_workspace(shared, Path(tmp), n)
+        print(f"dataset step at scale: {n:,} images' dedup parts written in {time.perf_counter() - t0:.0f} s "
+              "(pHashes of FER2013 faces and variants; 96 random keypoints each as the blob)")
+        base, wall, cpu, peak, anon, dups = _in_child(_step_child, tmp)
+        print(f"  records as the runner hands them: {base:.0f} MB resident; the dedup dataset step (default settings): "
+              f"{wall:.1f} s wall, {cpu:.1f} s CPU (all threads), peak resident {peak:.0f} MB (anonymous {anon:.0f} MB, "
+              f"the rest the memory-mapped keypoints), {dups:,} rejected")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -459,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--crop-detector", default="", help="crop stage detector for the photos>crop set (default: crop's own)")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-verify", action="store_true")
+    ap.add_argument("--step-n", type=int, default=0, help="also time the dedup dataset step on this many images, with its peak memory")
     ap.add_argument("--baselines-upto", type=int, default=100_000, help="run the faiss baselines up to this size")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
@@ -467,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_verify:
         verify_bench(args.shared)
         fer_bench(args.shared)
+    if args.step_n:
+        step_bench(args.shared, args.step_n)
     if not args.skip_scale:
         scale_bench(args.shared, [int(s) for s in args.sizes.split(",")], args.baselines_upto)
     return 0

@@ -294,7 +294,7 @@ def report(images: Sequence[Copy], through_crop: bool, params: Sequence[DedupPar
             sel = [k for k, im in enumerate(images) if im.part == part]
             r = score([images[k] for k in sel], [metrics[k] for k in sel], q)
             kinds = " ".join(f"{k}:{a}/{b}" for k, (a, b) in r["by_kind"].items())
-            desc = ("verify" if q.verify else "pHash only (no verify)") + (", flips" if q.flips else "") + ("" if q.keypoints else ", no kp index")
+            desc = ("verify" if q.verify else "pHash only (no verify)") + ("" if q.flips else ", no flips") + ("" if q.keypoints else ", no kp index")
             print(f"{part:<8} {desc:<34} {r['precision']:>6.3f} {r['recall']:>6.3f} {r['fp']:>4} {r['fn']:>5} {r['person_merged']:>7} "
                   f"{r['no_face']:>6} {r['verified'] / max(r['n'], 1):>8.2f}  {kinds}")
             if r["wrong"]:
@@ -316,8 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         write(images, args.out)
     if args.score:
-        params = [DedupParams(verify=False), DedupParams(verify=False, flips=True), DedupParams(), DedupParams(flips=True),
-                  DedupParams(flips=True, keypoints=False)]
+        params = [DedupParams(verify=False), DedupParams(), DedupParams(flips=False), DedupParams(keypoints=False)]
         with tempfile.TemporaryDirectory() as tmp:
             for through in (False,) if args.skip_crop else (False, True):
                 report(images, through, params, Path(tmp))

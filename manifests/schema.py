@@ -34,6 +34,8 @@ REASONS: dict[str, str] = {
 
 #: Columns of every per-stage part file (manifests/<stage>/part-N.parquet).
 OUTCOME_COLUMNS = ("key", "status", "reason", "detail", "artifact", "metrics")
+#: Their binary column: a stage's per-item data for its own dataset step (Outcome.blob), read apart.
+BLOB_COLUMN = "blob"
 
 #: Columns of the ingest part files (manifests/ingest/part-N.parquet).
 ITEM_COLUMNS = ("key", "source", "path", "member", "label", "group", "meta", "status", "reason", "detail")

@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.schema import ITEM_COLUMNS, KEPT, OUTCOME_COLUMNS, SCHEMA_VERSION, STATUSES, check_reason
+from manifests.schema import BLOB_COLUMN, ITEM_COLUMNS, KEPT, OUTCOME_COLUMNS, SCHEMA_VERSION, STATUSES, check_reason
 
-_OUTCOME_SCHEMA = pa.schema([(c, pa.string()) for c in OUTCOME_COLUMNS])
+_OUTCOME_SCHEMA = pa.schema([(c, pa.string()) for c in OUTCOME_COLUMNS] + [(BLOB_COLUMN, pa.binary())])
 _ITEM_SCHEMA = pa.schema(
     [(c, pa.string()) for c in ITEM_COLUMNS] + [("data", pa.binary()), ("shard", pa.int32())]
 )
@@ -39,8 +39,8 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+def _rows(path: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = pq.read_table(path, columns=columns).to_pylist()
     return rows
 
 
@@ -98,11 +98,23 @@ class Store:
         self._write_rows(self.part(stage, shard), rows)
 
     def read_part(self, stage: str, shard: int) -> list[dict[str, Any]]:
-        return _rows(self.part(stage, shard))
+        """A shard's outcome rows, without their blobs (see ``read_blobs``)."""
+        return _rows(self.part(stage, shard), list(OUTCOME_COLUMNS))
 
     def read_stage(self, stage: str) -> Iterator[dict[str, Any]]:
         for shard in sorted(self.done_shards(stage)):
             yield from self.read_part(stage, shard)
+
+    def read_blobs(self, stage: str) -> Iterator[tuple[str, bytes]]:
+        """(key, blob) of every row of the stage's done shards that carries one, one shard in memory at a time."""
+        for shard in sorted(self.done_shards(stage)):
+            path = self.part(stage, shard)
+            if BLOB_COLUMN not in pq.read_schema(path).names:  # a part written before blobs existed
+                continue
+            t = pq.read_table(path, columns=["key", BLOB_COLUMN])
+            for key, blob in zip(t.column("key").to_pylist(), t.column(BLOB_COLUMN).to_pylist(), strict=True):
+                if blob:
+                    yield key, blob
 
     # -- dataset steps --------------------------------------------------------------------
     def dataset_part(self, stage: str) -> Path:
@@ -115,12 +127,13 @@ class Store:
         self._write_rows(self.dataset_part(stage), rows)
 
     def read_dataset(self, stage: str) -> list[dict[str, Any]]:
-        return _rows(self.dataset_part(stage)) if self.dataset_done(stage) else []
+        return _rows(self.dataset_part(stage), list(OUTCOME_COLUMNS)) if self.dataset_done(stage) else []
 
     def _write_rows(self, path: Path, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         _check(rows)
         cols = {c: [r[c] for r in rows] for c in OUTCOME_COLUMNS}
+        cols[BLOB_COLUMN] = [r.get(BLOB_COLUMN, b"") for r in rows]
         _atomic(path, _parquet_bytes(pa.table(cols, schema=_OUTCOME_SCHEMA)))
         _atomic(path.with_suffix(".done"), b"")
 

@@ -141,7 +141,8 @@ def _item_row(it: Item, shard: int, status: str, reason: str, detail: str) -> di
 
 
 def outcome_row(o: Outcome) -> dict[str, Any]:
-    return {"key": o.key, "status": o.status, "reason": o.reason, "detail": o.detail, "artifact": o.artifact, "metrics": dumps(dict(o.metrics))}
+    return {"key": o.key, "status": o.status, "reason": o.reason, "detail": o.detail, "artifact": o.artifact, "metrics": dumps(dict(o.metrics)),
+            "blob": o.blob}
 
 
 def outcome_of_row(r: dict[str, Any]) -> Outcome:

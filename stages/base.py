@@ -66,7 +66,9 @@ class Outcome:
 
     ``view`` is not stored: it is the image a stage hands to the stages after it in the same
     fused pass (the face crop, say). A list of outcomes with keys ``<key>#0``, ``<key>#1``, ...
-    from ``process`` splits one item into several (one per face).
+    from ``process`` splits one item into several (one per face). ``blob`` is binary data for the
+    stage's own dataset step (dedup's keypoints): stored beside the row in the part file, read back
+    with ``Store.read_blobs`` and never part of the records a dataset step gets.
     """
 
     key: str
@@ -76,6 +78,7 @@ class Outcome:
     artifact: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict)
     view: np.ndarray | None = field(default=None, compare=False, repr=False)
+    blob: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

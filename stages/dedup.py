@@ -6,13 +6,17 @@ copies; a reduced copy is decoded the same way from the same bytes), a 64-bit DC
 pHash, the pHash of the mirrored image (free, see stages.phash) and the pHashes of five 90%
 windows (centre and corners), which find copies cropped or shifted by up to ~10%: a pHash
 alone moves 12-20 bits under such a crop (measured in bench/dedup.py). Besides, the keypoints
-that prove a match (stages.dupverify: ~100 ORB keypoints, ~4 kB), and, when the crop stage ran,
+that prove a match (stages.dupverify: 96 ORB keypoints, 3.3 kB of bytes, kept as the row's blob
+and out of the records every later dataset step holds), and, when the crop stage ran,
 the pHashes of the whole image too (``img_*``), so that a reframed copy is found by its face or
 by its frame.
 
 Dataset step, candidates then proof: faiss hash indexes on sub-hashes join every image with every
-other within ``CANDIDATE_RADIUS`` bits (main x main, windows x main, mirrored x main, on the face
-crop and on the whole image), and stages.dupindex proposes the pairs that share keypoints. A pair
+other within ``CANDIDATE_RADIUS`` bits (main x main, on the face crop and on the whole image) and
+within ``radius`` bits (windows x main, and mirrored x main unless ``flips`` is off: a mirrored copy
+is a duplicate by default, as training flips faces), and stages.dupindex proposes the pairs that
+share keypoints (read from a memory-mapped ``dupverify.Bank`` filled from the blobs of the stage's
+parts). A pair
 within ``radius`` bits is a duplicate as it stands (the measured precision of pHash alone there is
 1.0); a pair further apart is a candidate, and only the ``top_k`` nearest candidates of each image
 are verified by local features and a geometric fit (``min_inliers`` inliers covering
@@ -32,6 +36,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from manifests.store import Store
 from stages import dupindex, dupverify
 from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
 from stages.images import Decoded, shrink, to_gray
@@ -50,12 +56,14 @@ log = logging.getLogger(__name__)
 #: Longer side of the whole image when no face crop is handed on (a pHash looks at 32x32).
 HASH_SIDE = 256
 #: The windows hashed besides the whole image: fraction of each side kept, and their anchors.
-WINDOW = 0.9
+WINDOW_KEEP = 0.9
 N_WINDOWS = 5
 MAX_RADIUS = 16
 #: Pairs up to this many bits apart are candidates for verification. Wider costs much: on the FER2013
 #: train faces the join yields 12 pairs per image at 10 bits, 33 at 12 and 458 at 16 (bench/dedup.py).
 CANDIDATE_RADIUS = 10
+#: Candidate pairs verified per thread task.
+VERIFY_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,9 @@ class DedupParams(Params):
         "decide": True})
     crops: bool = field(default=True, metadata={
         "help": "also count copies cropped or shifted by about 10%% as duplicates", "decide": True})
-    flips: bool = field(default=False, metadata={
-        "help": "also count mirrored (horizontally flipped) copies as duplicates", "decide": True})
+    flips: bool = field(default=True, metadata={
+        "help": "also count mirrored (horizontally flipped) copies as duplicates (training flips faces: a mirrored "
+                "copy across splits is a leak)", "decide": True})
     verify: bool = field(default=True, metadata={
         "help": "verify candidates further than --dedup-radius by local features and geometry (finds reframed copies)",
         "decide": True})
@@ -95,16 +104,17 @@ class DedupParams(Params):
 
 
 def windows(gray: np.ndarray) -> list[np.ndarray]:
-    """The centre and four corner windows keeping ``WINDOW`` of each side."""
+    """The centre and four corner windows keeping ``WINDOW_KEEP`` of each side."""
     h, w = gray.shape[:2]
-    hh, ww = max(1, round(h * WINDOW)), max(1, round(w * WINDOW))
+    hh, ww = max(1, round(h * WINDOW_KEEP)), max(1, round(w * WINDOW_KEEP))
     dy, dx = h - hh, w - ww
     return [gray[dy // 2:dy // 2 + hh, dx // 2:dx // 2 + ww], gray[:hh, :ww], gray[:hh, dx:], gray[dy:, :ww], gray[dy:, dx:]]
 
 
 def hashes(pixels: np.ndarray, source_size: tuple[int, int], detailed: np.ndarray | None = None, keypoints: bool = True) -> dict[str, Any]:
-    """Every hash dedup stores for one image (HxW or HxWx3 uint8), and the keypoints of *detailed*
-    (the same picture at up to ``dupverify.SIDE`` px; *pixels* when None) unless *keypoints* is False."""
+    """Every hash dedup stores for one image (HxW or HxWx3 uint8), and the packed keypoints (``orb``,
+    bytes: the outcome's blob) of *detailed* (the same picture at up to ``dupverify.SIDE`` px; *pixels*
+    when None) unless *keypoints* is False."""
     gray = np.ascontiguousarray(to_gray(pixels))
     main, mirrored = phash(gray)
     crops = "".join(phash(np.ascontiguousarray(w))[0] for w in windows(gray))
@@ -165,19 +175,19 @@ def candidates(metrics: Sequence[dict[str, Any]], p: DedupParams) -> tuple[np.nd
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     d: Any  # a pair's distances, then every pair's
     v: Any  # how a pair was seen, then every pair's
-    via: list[float]
+    via: list[int]
     prefixes = ["phash"] + (["img"] if any("img_phash" in m for m in metrics) else [])
     for prefix in prefixes:
         main, flip, wins = _codes(metrics, prefix)
-        queries: list[np.ndarray | None] = [None]
-        via = [MAIN]
-        if p.flips:
-            queries.append(flip)
-            via.append(FLIP)
-        if p.crops:
-            queries += wins
-            via += [WINDOW] * len(wins)
-        for (i, j, d), v in zip(near_pairs(main, reach, queries), via, strict=True):
+        # Only the main hashes reach out to candidates: the mirrored hash cannot be verified (keypoints
+        # are not mirror-invariant) and a window of a copy sits within the radius or is found by its
+        # keypoints (the same recall on the development set), and each far query costs as much as the main one.
+        joins = [(near_pairs(main, reach)[0], MAIN)]
+        near: list[np.ndarray] = ([flip] if p.flips else []) + (wins if p.crops else [])
+        via = ([FLIP] if p.flips else []) + [WINDOW] * (len(wins) if p.crops else 0)
+        if near:
+            joins += list(zip(near_pairs(main, p.radius, near), via, strict=True))
+        for (i, j, d), v in joins:
             keep = i != j
             found.append((np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep], np.full(int(keep.sum()), v)))
     if not found:
@@ -204,8 +214,11 @@ def nearest(a: np.ndarray, b: np.ndarray, d: np.ndarray, n: int, k: int) -> np.n
     return (rank[:len(a)] < k) | (rank[len(a):] < k)
 
 
-def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
-    """Group records by pixel identity and, in near mode, by pHash distance and verification (see module doc)."""
+def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None = None) -> Groups:
+    """Group records by pixel identity and, in near mode, by pHash distance and verification (see module doc).
+
+    *bank*: the records' keypoints, in their order; None: from their ``orb`` bytes (``hashes`` output).
+    """
     n = len(metrics)
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
@@ -218,10 +231,11 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
     groups = Groups(np.arange(n), exact_groups=exact_groups)
     if p.mode == "near" and n > 1:
         a, b, d, v = candidates(metrics, p)
-        feats = [dupverify.unpack(str(m.get("orb", ""))) for m in metrics] if p.verify else []
-        if p.verify and p.keypoints:
+        if p.verify and bank is None:
+            bank = dupverify.Bank.of([m.get("orb", b"") for m in metrics])
+        if p.verify and p.keypoints and bank is not None:
             # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
-            ka, kb, shared = dupindex.keypoint_pairs([f.desc if f is not None else None for f in feats])
+            ka, kb, shared = dupindex.keypoint_pairs(bank.desc, bank.count)
             new = ~np.isin(ka * n + kb, a * n + b)
             a, b = np.concatenate([a, ka[new]]), np.concatenate([b, kb[new]])
             d = np.concatenate([d, MAX_RADIUS + 1 + np.maximum(0, dupindex.INDEXED - shared[new])])
@@ -229,9 +243,14 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams) -> Groups:
         direct = d <= p.radius
         check = ~direct & (v != FLIP) & nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
         todo = np.flatnonzero(check).tolist()
-        # OpenCV's matching and fit release the GIL: threads use every core the driver has.
+        # OpenCV's matching and fit release the GIL: threads use every core the driver has, a chunk of
+        # pairs a task (a task per pair cost more in thread hand-offs than a verification).
+        def prove(ks: list[int]) -> list[dupverify.Evidence]:
+            return [dupverify.verify(bank.get(a[k]), bank.get(b[k]), p.min_inliers) for k in ks]  # type: ignore[union-attr]
+
+        chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
         with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)) as pool:
-            proofs = dict(zip(todo, pool.map(lambda k: dupverify.verify(feats[a[k]], feats[b[k]], p.min_inliers), todo), strict=True))
+            proofs = dict(zip(todo, (e for chunk in pool.map(prove, chunks) for e in chunk), strict=True))
         for k in np.flatnonzero(direct | check).tolist():
             i, j = int(a[k]), int(b[k])
             edge = Edge(int(d[k]), int(v[k]), proofs.get(k))
@@ -266,8 +285,10 @@ def distance(a: dict[str, Any], b: dict[str, Any], p: DedupParams) -> int:
     return min(ds)
 
 
-def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: DedupParams) -> dict[str, Any]:
-    """dup_kind and the evidence of a duplicate *ra* of the kept *rb* (``edge``: the pair's own join, if any).
+def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: DedupParams,
+             fa: dupverify.Packed | None = None, fb: dupverify.Packed | None = None) -> dict[str, Any]:
+    """dup_kind and the evidence of a duplicate *ra* of the kept *rb* (``edge``: the pair's own join, if
+    any; *fa*, *fb*: their keypoints).
 
     Kinds: exact (pixel-identical), mirror (joined by the mirrored hash), resized (the same framing:
     the pHash alone, or a fit whose frames overlap by IoU >= 0.8: other size, encoding or colours),
@@ -278,7 +299,7 @@ def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: Dedup
     out: dict[str, Any] = {"dup_hamming": distance(ra, rb, p)}
     ev = edge.evidence if edge is not None else None
     if ev is None and p.mode == "near" and p.verify and (edge is None or edge.distance > p.radius):
-        ev = dupverify.verify(dupverify.unpack(str(ra.get("orb", ""))), dupverify.unpack(str(rb.get("orb", ""))))
+        ev = dupverify.verify(fa, fb)
     if ev is not None and ev.matches:
         out |= {"dup_inliers": ev.inliers, "dup_overlap": round(ev.overlap, 3)}
     if edge is not None and edge.evidence is None:
@@ -295,7 +316,7 @@ class Dedup(Stage[DedupParams]):
     name = "dedup"
     Params = DedupParams
     columns = ("dup_group",)
-    version = 2
+    version = 3
 
     def __init__(self, params: DedupParams | None = None) -> None:
         super().__init__(params)
@@ -319,7 +340,9 @@ class Dedup(Stage[DedupParams]):
             area = size[0] * size[1]
             extra = {}
             detailed = image.at_most(dupverify.SIDE)
-        return Outcome(item.key, metrics={**hashes(pixels, size, detailed), **extra, "pixels": area})
+        metrics = hashes(pixels, size, detailed)
+        blob = metrics.pop("orb")
+        return Outcome(item.key, metrics={**metrics, **extra, "pixels": area}, blob=blob)
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
         p: DedupParams = self.params
@@ -330,7 +353,21 @@ class Dedup(Stage[DedupParams]):
                 yield Outcome(r["key"], metrics={"dup_group": ""})
         if not hashed:
             return
-        groups = find_groups([r["metrics"] for r in hashed], p)
+        with tempfile.TemporaryDirectory(dir=work, prefix=".dedup-keypoints-") as tmp:
+            bank = self.keypoints(hashed, work, Path(tmp)) if p.mode == "near" and p.verify else None
+            yield from self.decide(hashed, p, bank)
+
+    def keypoints(self, records: list[dict[str, Any]], work: Path, folder: Path) -> dupverify.Bank:
+        """The records' keypoints (in their order) from the blobs of this stage's parts, memory-mapped under *folder*."""
+        index = {r["key"]: i for i, r in enumerate(records)}
+        bank = dupverify.Bank(len(records), folder)
+        for key, blob in Store(work).read_blobs(self.name):
+            if key in index:
+                bank.put(index[key], blob)
+        return bank
+
+    def decide(self, hashed: list[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None) -> Iterator[Outcome]:
+        groups = find_groups([r["metrics"] for r in hashed], p, bank)
         members: dict[int, list[int]] = {}
         for i, g in enumerate(groups.root.tolist()):
             members.setdefault(g, []).append(i)
@@ -338,6 +375,9 @@ class Dedup(Stage[DedupParams]):
         for (x, y), e in groups.edges.items():
             links.setdefault(x, []).append((y, e))
             links.setdefault(y, []).append((x, e))
+        def feats(i: int, j: int) -> tuple[dupverify.Packed | None, dupverify.Packed | None]:
+            return (bank.get(i), bank.get(j)) if bank is not None else (None, None)
+
         dups = conflicts = 0
         for g, idx in members.items():
             if len(idx) == 1:
@@ -361,12 +401,12 @@ class Dedup(Stage[DedupParams]):
                 dups += 1
                 r = hashed[i]
                 edge = groups.edges.get((min(i, b), max(i, b)))
-                rel = relation(r["metrics"], best["metrics"], edge, p)
+                rel = relation(r["metrics"], best["metrics"], edge, p, *feats(i, b))
                 if edge is None and rel["dup_kind"] != "exact" and not _proved(rel, p) and links.get(i):
                     # Joined through other members: the evidence of its own strongest join, and with whom.
                     j, e = min(links[i], key=lambda je: (je[1].evidence is not None, -(je[1].evidence.inliers if je[1].evidence else 0),
                                                           je[1].distance, je[0]))
-                    rel = relation(r["metrics"], hashed[j]["metrics"], e, p) | {"dup_via": hashed[j]["key"]}
+                    rel = relation(r["metrics"], hashed[j]["metrics"], e, p, *feats(i, j)) | {"dup_via": hashed[j]["key"]}
                 if rel["dup_kind"] == "exact":
                     detail = f"exact copy of {best['key']}"
                 else:

@@ -8,7 +8,8 @@ point, ~20-40 bits apart, share some piece with good odds; unrelated ones rarely
 descriptors in one bucket are checked on their whole 256 bits (``MAX_DISTANCE``), buckets larger
 than ``MAX_BUCKET`` (textures that are everywhere) are skipped, and two images become a candidate
 pair when ``MIN_SHARED`` or more of their descriptors met. Everything is sorting and vectorised
-comparison; no faiss index is needed and memory is the descriptors (32 B each) plus a few arrays.
+comparison; no faiss index is needed. The descriptors stay where they are (a memory-mapped
+``dupverify.Bank``): a table reads its 3-byte pieces, the check reads the descriptors of the pairs.
 """
 
 from __future__ import annotations
@@ -23,28 +24,36 @@ MAX_DISTANCE = 24
 MIN_SHARED = 3
 
 
-def keypoint_pairs(descs: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(a, b, shared): image pairs a < b whose indexed descriptors met at least MIN_SHARED times."""
-    counts = np.array([0 if d is None else min(len(d), INDEXED) for d in descs], dtype=np.int64)
+def keypoint_pairs(desc: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, shared): image pairs a < b whose indexed descriptors met at least MIN_SHARED times.
+
+    *desc* is (n, m, 32) uint8 (a ``dupverify.Bank``'s, memory-mapped or not) and *count* how many of
+    each image's m are real; the first ``INDEXED`` of each are indexed, read a table's piece at a time.
+    """
+    n_img = len(count)
+    per = np.minimum(np.asarray(count, np.int64), INDEXED)
     z = np.zeros(0, np.int64)
-    if counts.sum() == 0:
+    if per.sum() == 0:
         return z, z, z
-    owner = np.repeat(np.arange(len(descs), dtype=np.int64), counts)
-    desc = np.concatenate([d[:INDEXED] for d in descs if d is not None and len(d)]).astype(np.uint8)
-    words = desc.view(np.uint64)
-    n = len(desc)
+    owner = np.repeat(np.arange(n_img, dtype=np.int32), per)
+    slot = (np.arange(len(owner), dtype=np.int64) - np.repeat(np.cumsum(per) - per, per)).astype(np.uint8)
+    words = desc.view(np.uint64)  # (n, m, 4)
+    n = len(owner)
     step = BITS // 8
     found: list[np.ndarray] = []
     for t in range(TABLES):
-        piece = desc[:, step * t:step * (t + 1)].astype(np.uint32)
+        piece = desc[owner, slot, step * t:step * (t + 1)].astype(np.uint32)
         key = piece[:, 0] | (piece[:, 1] << 8) | (piece[:, 2] << 16)
-        order = np.argsort(key, kind="stable")
+        del piece
+        order = np.argsort(key)  # any order within a bucket: every pair in it is compared
         ks = key[order]
+        del key
         start = np.flatnonzero(np.concatenate([[True], ks[1:] != ks[:-1]]))
-        length = np.diff(np.append(start, n))
+        length = np.diff(np.append(start, n)).astype(np.int32)
         run_len = np.repeat(length, length)
         keep = (run_len >= 2) & (run_len <= MAX_BUCKET)
         ids, kk, rl = order[keep], ks[keep], run_len[keep]
+        del order, ks, run_len, keep
         for o in range(1, MAX_BUCKET):
             m = len(ids) - o
             if m <= 0:
@@ -53,7 +62,7 @@ def keypoint_pairs(descs: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarr
             if not same.any():
                 break
             i, j = ids[:m][same], ids[o:][same]
-            near = np.bitwise_count(words[i] ^ words[j]).sum(axis=1) <= MAX_DISTANCE
+            near = np.bitwise_count(words[owner[i], slot[i]] ^ words[owner[j], slot[j]]).sum(axis=1) <= MAX_DISTANCE
             i, j = i[near], j[near]
             other = owner[i] != owner[j]
             i, j = np.minimum(i, j)[other], np.maximum(i, j)[other]
@@ -61,8 +70,8 @@ def keypoint_pairs(descs: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarr
     if not found:
         return z, z, z
     pairs = np.unique(np.concatenate(found))  # each descriptor pair once, whatever tables it met in
-    oa, ob = owner[pairs // n], owner[pairs % n]
-    img = np.minimum(oa, ob) * len(descs) + np.maximum(oa, ob)
+    oa, ob = owner[pairs // n].astype(np.int64), owner[pairs % n].astype(np.int64)
+    img = np.minimum(oa, ob) * n_img + np.maximum(oa, ob)
     uniq, shared = np.unique(img, return_counts=True)
     ok = shared >= MIN_SHARED
-    return uniq[ok] // len(descs), uniq[ok] % len(descs), shared[ok].astype(np.int64)
+    return uniq[ok] // n_img, uniq[ok] % n_img, shared[ok].astype(np.int64)

@@ -1,8 +1,10 @@
 """Proof of a near duplicate: local features and a geometric fit (dedup's verification step).
 
 Per item, ``features`` keeps ``N_FEATURES`` ORB keypoints spread over a grayscale copy whose
-longer side is at most ``SIDE`` px, packed into one compact string (coordinates as one byte each,
-in steps of ``SIDE / 256`` px; 32-byte descriptors): 3.3 kB, 4.4 kB of base64 text per image.
+longer side is at most ``SIDE`` px, packed into bytes (the frame's size, coordinates as one byte
+each in steps of ``SIDE / 256`` px, 32-byte descriptors): at most 3,268 B per image, stored as the
+row's blob (binary, beside the part file's rows; never JSON text in the records). The dataset step
+gathers them into a ``Bank``: fixed-width arrays, memory-mapped from a scratch file in the workspace.
 SIDE is large enough that a crop saved at its own resolution keeps its pixel scale: a copy keeping
 a fifth of a 500 px photo is compared at the scale of the photo itself.
 
@@ -17,8 +19,8 @@ background, a crowd, a brick wall) reach dozens of consistent matches, but on a 
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -49,23 +51,23 @@ def _detector() -> cv2.ORB:
     return _orb
 
 
-def features(gray: np.ndarray) -> str:
-    """Packed keypoints of a grayscale uint8 image ("" when it has none): see ``unpack``."""
+def features(gray: np.ndarray) -> bytes:
+    """Packed keypoints of a grayscale uint8 image (b"" when it has none): see ``unpack``."""
     h, w = gray.shape[:2]
     if min(h, w) < 16:
-        return ""
+        return b""
     s = SIDE / max(h, w)
     if s < 1.0:
         gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     h, w = gray.shape[:2]
     kps, desc = _detector().detectAndCompute(np.ascontiguousarray(gray), None)
     if desc is None or not len(kps):
-        return ""
+        return b""
     keep = spread([k.pt for k in kps], [k.response for k in kps], w, h)
     desc = desc[keep]
     xy = np.clip(np.round(np.array([kps[i].pt for i in keep]) / STEP), 0, 255).astype(np.uint8)
     head = np.array([w, h], dtype=np.uint16)
-    return base64.b64encode(head.tobytes() + xy.tobytes() + desc.astype(np.uint8).tobytes()).decode("ascii")
+    return bytes(head.tobytes() + xy.tobytes() + desc.astype(np.uint8).tobytes())
 
 
 def spread(pts: list[tuple[float, float]], response: list[float], w: int, h: int) -> np.ndarray:
@@ -88,15 +90,55 @@ class Packed:
     desc: np.ndarray        # (n, 32) uint8
 
 
-def unpack(s: str) -> Packed | None:
-    if not s:
+def unpack(b: bytes) -> Packed | None:
+    if not b:
         return None
-    b = base64.b64decode(s)
     n = (len(b) - 4) // (2 + DESC)
     w, h = np.frombuffer(b, np.uint16, 2).tolist()
     xy = np.frombuffer(b, np.uint8, 2 * n, 4).reshape(n, 2).astype(np.float32) * STEP
     desc = np.frombuffer(b, np.uint8, DESC * n, 4 + 2 * n).reshape(n, DESC)
     return Packed((w, h), xy, desc)
+
+
+class Bank:
+    """The packed keypoints of n images in fixed-width arrays (3,270 B an image, whatever the count):
+    in memory, or memory-mapped from files under *folder* (the dataset step: the pages are the
+    kernel's to drop, and nothing is held as Python objects)."""
+
+    def __init__(self, n: int, folder: Path | None = None) -> None:
+        shapes = {"desc": ((n, N_FEATURES, DESC), np.uint8), "xy": ((n, N_FEATURES, 2), np.uint8),
+                  "count": ((n,), np.uint8), "size": ((n, 2), np.uint16)}
+        # Plain ndarray views of the maps: numpy's memmap subclass costs microseconds an index.
+        arrays = {k: (np.zeros(s, t) if folder is None or n == 0 else np.memmap(folder / f"{k}.u8", t, "w+", shape=s).view(np.ndarray))
+                  for k, (s, t) in shapes.items()}
+        self.desc, self.xy, self.count, self.size = arrays["desc"], arrays["xy"], arrays["count"], arrays["size"]
+
+    @classmethod
+    def of(cls, blobs: list[bytes]) -> Bank:
+        bank = cls(len(blobs))
+        for i, b in enumerate(blobs):
+            bank.put(i, b)
+        return bank
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def put(self, i: int, b: bytes) -> None:
+        p = unpack(b)
+        if p is None:
+            return
+        k = min(len(p.desc), N_FEATURES)
+        self.size[i] = p.size
+        self.count[i] = k
+        self.xy[i, :k] = np.round(p.xy[:k] / STEP).astype(np.uint8)
+        self.desc[i, :k] = p.desc[:k]
+
+    def get(self, i: int) -> Packed | None:
+        k = int(self.count[i])
+        if not k:
+            return None
+        w, h = self.size[i].tolist()
+        return Packed((w, h), self.xy[i, :k].astype(np.float32) * STEP, np.asarray(self.desc[i, :k]))
 
 
 @dataclass(frozen=True)

@@ -105,15 +105,16 @@ def test_mode_change_redecides_without_rehashing(copies: Path, tmp_path: Path, c
     assert {"happy/c_q40.jpg", "happy/d_half.jpg"} <= set(rows(work / "manifest.csv"))
 
 
-def test_mirrored_copy_counts_only_with_flips(tmp_path: Path, shared: Path, cli) -> None:
+def test_mirrored_copy_is_a_duplicate_unless_flips_are_off(tmp_path: Path, shared: Path, cli) -> None:
     a = rgb(shared / "faces" / "presence" / "dl_tom_cruise.jpg")
     save(a, tmp_path / "in" / "happy" / "a.jpg")
     save(np.ascontiguousarray(a[:, ::-1]), tmp_path / "in" / "happy" / "b_mirrored.jpg")
     run = ("run", "--input", tmp_path / "in", "--out", tmp_path / "w", "--stages", "dedup", "--workers", "1")
     assert cli(*run)[0] == 0
+    row = rows(tmp_path / "w" / "reports" / "rejected.csv")["happy/b_mirrored.jpg"]
+    assert row["reason"] == "duplicate" and "mirror" in row["detail"]
+    assert cli(*run, "--no-dedup-flips")[0] == 0
     assert len(rows(tmp_path / "w" / "manifest.csv")) == 2
-    assert cli(*run, "--dedup-flips")[0] == 0
-    assert rows(tmp_path / "w" / "reports" / "rejected.csv")["happy/b_mirrored.jpg"]["reason"] == "duplicate"
 
 
 def test_ten_percent_crop_found_through_the_window_hashes(shared: Path) -> None:
@@ -220,6 +221,11 @@ def test_reframed_copies_are_proved_by_keypoints_and_the_row_names_kept_key_kind
     for key in rejected:
         assert rejected[key]["reason"] == "duplicate"
         assert rejected[key]["detail"].startswith("near duplicate of happy/c_captioned.jpg (distance ")
+    # The keypoints are the rows' blobs, never text in the metrics every later dataset step holds.
+    stored = list(Store(work).read_stage("dedup"))
+    assert stored and all("orb" not in json.loads(r["metrics"]) and "blob" not in r for r in stored)
+    assert {k for k, _ in Store(work).read_blobs("dedup")} == {r["key"] for r in stored}
+    assert not list(work.glob(".dedup-keypoints-*"))  # the dataset step's memory-mapped bank is gone
     metrics = {r["key"]: json.loads(r["metrics"]) for r in Store(work).read_dataset("dedup")}
     for key in ("happy/a_photo.jpg", "happy/b_crop40.jpg"):
         m = metrics[key]
@@ -284,8 +290,47 @@ def test_through_crop_the_face_crops_and_the_frames_are_compared(reframed: Path,
     area = {k: crop[k]["box_w"] * crop[k]["box_h"] for k in copies}
     assert area[kept_key] == max(area.values())
     hashed = [json.loads(r["metrics"]) for r in Store(work).read_stage("dedup")]
-    assert len(hashed) == 5 and all("img_phash" in m and m["orb"] for m in hashed)  # the frame's hashes beside the face's
+    assert len(hashed) == 5 and all("img_phash" in m for m in hashed)  # the frame's hashes beside the face's
+    # The face crop's keypoints, as binary blobs beside the rows (at most 96 of 34 B and a 4-byte head).
+    blobs = dict(Store(work).read_blobs("dedup"))
+    assert len(blobs) == 5 and all(4 + 34 * 8 <= len(b) <= 4 + 34 * 96 and (len(b) - 4) % 34 == 0 for b in blobs.values())
     metrics = {r["key"]: json.loads(r["metrics"]) for r in Store(work).read_dataset("dedup")}
     assert metrics["happy/b_crop40.jpg"]["dup_kind"] in ("resized", "reframed")
     kept = rows(work / "manifest.csv")
     assert kept["happy/fr_obama.jpg"]["dup_group"] == "" and kept["happy/fr_obama1.jpg"]["dup_group"] == ""
+
+
+def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_path: Path, shared: Path) -> None:
+    from stages import dupindex
+
+    a = cv2.cvtColor(rgb(shared / "faces" / "presence" / "fr_obama.jpg"), cv2.COLOR_RGB2GRAY)
+    a = cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    grays = [a, np.ascontiguousarray(crop_area(a, 0.4, 0.7, (0.5, 0.35))),
+             cv2.cvtColor(rgb(shared / "faces" / "presence" / "dl_tom_cruise.jpg"), cv2.COLOR_RGB2GRAY)]
+    blobs = [dupverify.features(g) for g in grays]
+    assert all(isinstance(b, bytes) and (len(b) - 4) % 34 == 0 for b in blobs)
+    mem = dupverify.Bank.of(blobs)
+    mapped = dupverify.Bank(len(blobs), tmp_path)
+    for i, b in enumerate(blobs):
+        mapped.put(i, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["count.u8", "desc.u8", "size.u8", "xy.u8"]
+    for i, b in enumerate(blobs):
+        want, got = dupverify.unpack(b), mapped.get(i)
+        assert want is not None and got is not None and got.size == want.size
+        assert np.array_equal(got.desc, want.desc) and np.array_equal(got.xy, want.xy)
+    pairs = [tuple(map(np.ndarray.tolist, dupindex.keypoint_pairs(bank.desc, bank.count))) for bank in (mem, mapped)]
+    assert pairs[0] == pairs[1]
+    assert (0, 1) in list(zip(pairs[0][0], pairs[0][1], strict=True))  # the crop shares keypoints with its photo
+    assert dupverify.verify(mapped.get(0), mapped.get(1)).proves(8, 0.1)
+    assert dupverify.Bank.of([b"", blobs[2]]).get(0) is None
+
+
+def test_window_hashes_are_of_windows_not_the_whole_image() -> None:
+    # The window fraction once shared its name with a module constant that later shadowed it, making
+    # every "window" the whole image: the five windows must be 90% of each side, at the centre and corners.
+    from stages.dedup import windows
+
+    img = np.arange(100 * 80, dtype=np.uint32).reshape(100, 80).astype(np.uint8)
+    got = windows(img)
+    assert [w.shape for w in got] == [(90, 72)] * 5
+    assert got[1][0, 0] == img[0, 0] and got[4][-1, -1] == img[-1, -1] and got[0][0, 0] == img[5, 4]

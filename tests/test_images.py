@@ -1,4 +1,4 @@
-"""pipeline/images.py: every awkward encoding decodes correctly or fails with the right reason."""
+"""stages/images.py: every awkward encoding decodes correctly or fails with the right reason."""
 
 from __future__ import annotations
 
