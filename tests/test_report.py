@@ -225,10 +225,22 @@ def drawn_boxes(pg, fig) -> list[tuple[int, int, int, int]]:
     pic = fig.locator(".pic").first
     pic.scroll_into_view_if_needed()
 
-    def shot() -> np.ndarray:
+    def grab() -> np.ndarray:
         import io
 
         return np.asarray(Image.open(io.BytesIO(pic.screenshot())).convert("RGB")).astype(int)
+
+    def shot() -> np.ndarray:
+        # The page settled: two screenshots in a row agree (a loaded machine can take one mid-paint).
+        last = grab()
+        for _ in range(20):
+            now = grab()
+            if np.array_equal(now, last):
+                return now
+            last = now
+        return last
+
+    pic.locator("img").first.evaluate("img => img.decode()")  # the thumbnail decoded before the first shot
 
     rects = pic.locator("svg rect")
     with_boxes = shot()
