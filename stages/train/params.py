@@ -27,7 +27,7 @@ class TrainParams(Params):
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW decoupled weight decay"})
     label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of the cross-entropy loss (0-0.5)"})
     augment: bool = field(default=True, metadata={"help": "augment training images (flip, rotation, scale, shift), in the input pipeline"})
-    erase: float = field(default=0.0, metadata={"help": "with --train-augment: probability of blanking a random rectangle "
+    erase: float = field(default=0.5, metadata={"help": "with --train-augment: probability of blanking a random rectangle "
                                                        "(2-25%% of the face, noise) in each training image (random erasing; 0: off)"})
     class_weights: str = field(default="none", metadata={
         "help": "loss weights from label counts: none | sqrt (softened) | balanced (n / (k * count))", "choices": CLASS_WEIGHTS})
