@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from manifests.keys import split_key
 from manifests.schema import FAILED, KEPT, MANIFEST_COLUMNS, REJECTED_COLUMNS, check_reason
-from manifests.store import Store, _atomic
+from manifests.store import Store, atomic_write
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
@@ -196,17 +196,17 @@ def write(work: Path, stages: Sequence[StageInfo], store: Store, missing: Sequen
     kept.sort(key=lambda r: r["key"])
     dropped.sort(key=lambda r: r["key"])
     rows = [manifest_row(r, cols) for r in kept]
-    _atomic(work / "manifest.csv", _csv_bytes(cols, rows))
+    atomic_write(work / "manifest.csv", _csv_bytes(cols, rows))
     table = pa.table({c: pa.array([_cell(r[c]) for r in rows], pa.string()) for c in cols})
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    _atomic(work / "manifest.parquet", buf.getvalue())
-    _atomic(work / "reports" / "rejected.csv", _csv_bytes(REJECTED_COLUMNS, dropped))
+    atomic_write(work / "manifest.parquet", buf.getvalue())
+    atomic_write(work / "reports" / "rejected.csv", _csv_bytes(REJECTED_COLUMNS, dropped))
     if missing:
-        _atomic(work / "reports" / "missing_images.csv", _csv_bytes(["filename"], ({"filename": m} for m in missing)))
+        atomic_write(work / "reports" / "missing_images.csv", _csv_bytes(["filename"], ({"filename": m} for m in missing)))
     stats.ignored = len(ignored)
     if ignored or (work / "reports" / "ignored.csv").exists():
-        _atomic(work / "reports" / "ignored.csv", _csv_bytes(["file"], ({"file": f} for f in sorted(ignored))))
+        atomic_write(work / "reports" / "ignored.csv", _csv_bytes(["file"], ({"file": f} for f in sorted(ignored))))
     if "split" in cols:
         write_tree(work, kept, store, link, read, splits)
     return stats
@@ -306,7 +306,7 @@ def write_tree(work: Path, rows: Iterable[Row], store: Store, mode: str = "hardl
                     it = items[split_key(r["key"])[0]]
                     if not it["data"] and read is None:
                         raise OSError(f"no reader for {it['source']}")
-                    _atomic(Path(dst), it["data"] or read(it))  # type: ignore[misc]
+                    atomic_write(Path(dst), it["data"] or read(it))  # type: ignore[misc]
                     counts["written"] += 1
                 continue
             if _up_to_date(src, dst, mode):
@@ -325,7 +325,7 @@ def write_tree(work: Path, rows: Iterable[Row], store: Store, mode: str = "hardl
     for folder in sorted(folders):
         os.makedirs(folder, exist_ok=True)
     if classes:
-        _atomic(Path(root) / CLASSES_FILE, "".join(f"{c}\n" for c in sorted(classes)).encode("utf-8"))
+        atomic_write(Path(root) / CLASSES_FILE, "".join(f"{c}\n" for c in sorted(classes)).encode("utf-8"))
     elif os.path.exists(os.path.join(root, CLASSES_FILE)):
         os.unlink(os.path.join(root, CLASSES_FILE))
     log.info("dataset tree %s: %s", root, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty")

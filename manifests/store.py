@@ -26,7 +26,12 @@ _ITEM_SCHEMA = pa.schema(
 )
 
 
-def _atomic(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write *data* to *path* via a temporary file and a rename: readers never see half a file.
+
+    No fsync: the guarantee is against killed processes, which is what resume handles; a power
+    cut is left to the file system's journal.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
@@ -73,7 +78,7 @@ class Store:
     def write_items(self, rows: list[dict[str, Any]]) -> None:
         _check(rows)
         cols = {name: [r[name] for r in rows] for name in _ITEM_SCHEMA.names}
-        _atomic(self.items_path, _parquet_bytes(pa.table(cols, schema=_ITEM_SCHEMA)))
+        atomic_write(self.items_path, _parquet_bytes(pa.table(cols, schema=_ITEM_SCHEMA)))
 
     def read_items(self) -> list[dict[str, Any]]:
         if not self.items_path.exists():
@@ -134,8 +139,8 @@ class Store:
         _check(rows)
         cols = {c: [r[c] for r in rows] for c in OUTCOME_COLUMNS}
         cols[BLOB_COLUMN] = [r.get(BLOB_COLUMN, b"") for r in rows]
-        _atomic(path, _parquet_bytes(pa.table(cols, schema=_OUTCOME_SCHEMA)))
-        _atomic(path.with_suffix(".done"), b"")
+        atomic_write(path, _parquet_bytes(pa.table(cols, schema=_OUTCOME_SCHEMA)))
+        atomic_write(path.with_suffix(".done"), b"")
 
     # -- invalidation ---------------------------------------------------------------------
     def clear(self, stage: str, *, dataset_only: bool = False) -> None:
@@ -160,10 +165,10 @@ class Store:
         return fps if fps.get("schema") == SCHEMA_VERSION else {}
 
     def save_fingerprints(self, fps: dict[str, Any]) -> None:
-        _atomic(self.root / "fingerprints.json", json.dumps({**fps, "schema": SCHEMA_VERSION}, indent=1, sort_keys=True, ensure_ascii=False).encode())
+        atomic_write(self.root / "fingerprints.json", json.dumps({**fps, "schema": SCHEMA_VERSION}, indent=1, sort_keys=True, ensure_ascii=False).encode())
 
     def failures(self) -> dict[str, Any]:
         return self._json("failed.json")
 
     def save_failures(self, failed: dict[str, Any]) -> None:
-        _atomic(self.root / "failed.json", json.dumps(failed, indent=1, sort_keys=True).encode())
+        atomic_write(self.root / "failed.json", json.dumps(failed, indent=1, sort_keys=True).encode())

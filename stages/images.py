@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import struct
 import time
 import warnings
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from manifests import store
 from manifests.schema import check_reason
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -342,16 +342,9 @@ def encode_jpeg(image: Image.Image | np.ndarray, quality: int) -> bytes:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write *data* to *path* via a temporary file and a rename: readers never see half a file.
-
-    No fsync: the guarantee is against killed processes, which is what resume handles; a power
-    cut is left to the file system's journal.
-    """
+    """``manifests.store.atomic_write``, its time counted as "write"."""
     with timed("write"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        store.atomic_write(path, data)
 
 
 def encode_png(a: np.ndarray) -> bytes:
