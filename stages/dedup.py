@@ -64,6 +64,10 @@ MAX_RADIUS = 16
 CANDIDATE_RADIUS = 10
 #: Candidate pairs verified per thread task.
 VERIFY_CHUNK = 256
+#: Verified chunks between two releases of the keypoint bank's pages.
+RELEASE_EVERY = 64
+#: Images' keypoints written to the bank, or duplicates described (each reads two), between two releases.
+RELEASE_EVERY_ITEMS = 4096
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,7 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
             bank = dupverify.Bank.of([m.get("orb", b"") for m in metrics])
         if p.verify and p.keypoints and bank is not None:
             # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
-            ka, kb, shared = dupindex.keypoint_pairs(bank.desc, bank.count)
+            ka, kb, shared = dupindex.keypoint_pairs(bank.desc, bank.count, bank.release)
             new = ~np.isin(ka * n + kb, a * n + b)
             a, b = np.concatenate([a, ka[new]]), np.concatenate([b, kb[new]])
             d = np.concatenate([d, MAX_RADIUS + 1 + np.maximum(0, dupindex.INDEXED - shared[new])])
@@ -249,8 +253,12 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
             return [dupverify.verify(bank.get(a[k]), bank.get(b[k]), p.min_inliers) for k in ks]  # type: ignore[union-attr]
 
         chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
+        proofs: dict[int, dupverify.Evidence] = {}
         with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)) as pool:
-            proofs = dict(zip(todo, (e for chunk in pool.map(prove, chunks) for e in chunk), strict=True))
+            for c, (ks, found) in enumerate(zip(chunks, pool.map(prove, chunks), strict=True)):
+                proofs.update(zip(ks, found, strict=True))
+                if bank is not None and c % RELEASE_EVERY == RELEASE_EVERY - 1:
+                    bank.release()  # the pages verification read leave the process (see dupverify.Bank)
         for k in np.flatnonzero(direct | check).tolist():
             i, j = int(a[k]), int(b[k])
             edge = Edge(int(d[k]), int(v[k]), proofs.get(k))
@@ -361,9 +369,12 @@ class Dedup(Stage[DedupParams]):
         """The records' keypoints (in their order) from the blobs of this stage's parts, memory-mapped under *folder*."""
         index = {r["key"]: i for i, r in enumerate(records)}
         bank = dupverify.Bank(len(records), folder)
-        for key, blob in Store(work).read_blobs(self.name):
+        for k, (key, blob) in enumerate(Store(work).read_blobs(self.name)):
             if key in index:
                 bank.put(index[key], blob)
+            if k % RELEASE_EVERY_ITEMS == RELEASE_EVERY_ITEMS - 1:
+                bank.release()  # written pages go to the file, not the process's memory
+        bank.release()
         return bank
 
     def decide(self, hashed: list[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None) -> Iterator[Outcome]:
@@ -399,6 +410,8 @@ class Dedup(Stage[DedupParams]):
                 if i == b:
                     continue
                 dups += 1
+                if bank is not None and dups % RELEASE_EVERY_ITEMS == 0:
+                    bank.release()
                 r = hashed[i]
                 edge = groups.edges.get((min(i, b), max(i, b)))
                 rel = relation(r["metrics"], best["metrics"], edge, p, *feats(i, b))

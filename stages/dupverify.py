@@ -19,6 +19,7 @@ background, a crowd, a brick wall) reach dozens of consistent matches, but on a 
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,16 +103,33 @@ def unpack(b: bytes) -> Packed | None:
 
 class Bank:
     """The packed keypoints of n images in fixed-width arrays (3,270 B an image, whatever the count):
-    in memory, or memory-mapped from files under *folder* (the dataset step: the pages are the
-    kernel's to drop, and nothing is held as Python objects)."""
+    in memory, or memory-mapped from files under *folder* (the dataset step: nothing is held as
+    Python objects, and ``release`` hands the pages read so far back to the kernel's cache, so that a
+    pass over 500k images' keypoints does not stay resident in the process)."""
 
     def __init__(self, n: int, folder: Path | None = None) -> None:
         shapes = {"desc": ((n, N_FEATURES, DESC), np.uint8), "xy": ((n, N_FEATURES, 2), np.uint8),
                   "count": ((n,), np.uint8), "size": ((n, 2), np.uint16)}
-        # Plain ndarray views of the maps: numpy's memmap subclass costs microseconds an index.
-        arrays = {k: (np.zeros(s, t) if folder is None or n == 0 else np.memmap(folder / f"{k}.u8", t, "w+", shape=s).view(np.ndarray))
+        self._maps: list[mmap.mmap] = []
+        arrays = {k: self._mapped(folder / f"{k}.u8", s, t) if folder is not None and n else np.zeros(s, t)
                   for k, (s, t) in shapes.items()}
         self.desc, self.xy, self.count, self.size = arrays["desc"], arrays["xy"], arrays["count"], arrays["size"]
+
+    def _mapped(self, path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """A zeroed array of *shape* on the file *path*, shared-mapped (a plain ndarray view: numpy's
+        memmap subclass costs microseconds an index)."""
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        with open(path, "w+b") as fh:
+            fh.truncate(size)
+            m = mmap.mmap(fh.fileno(), size)
+        self._maps.append(m)
+        return np.frombuffer(m, dtype).reshape(shape)
+
+    def release(self) -> None:
+        """Drop the mapped pages from this process (they stay in the file and the page cache, and are
+        read back on the next access); nothing for a bank in memory."""
+        for m in self._maps:
+            m.madvise(mmap.MADV_DONTNEED)
 
     @classmethod
     def of(cls, blobs: list[bytes]) -> Bank:

@@ -300,7 +300,8 @@ def test_through_crop_the_face_crops_and_the_frames_are_compared(reframed: Path,
     assert kept["happy/fr_obama.jpg"]["dup_group"] == "" and kept["happy/fr_obama1.jpg"]["dup_group"] == ""
 
 
-def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_path: Path, shared: Path) -> None:
+def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_path: Path, shared: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from stages import dupindex
 
     a = cv2.cvtColor(rgb(shared / "faces" / "presence" / "fr_obama.jpg"), cv2.COLOR_RGB2GRAY)
@@ -320,6 +321,17 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
         assert np.array_equal(got.desc, want.desc) and np.array_equal(got.xy, want.xy)
     pairs = [tuple(map(np.ndarray.tolist, dupindex.keypoint_pairs(bank.desc, bank.count))) for bank in (mem, mapped)]
     assert pairs[0] == pairs[1]
+    # Released pages are read back from the file: the same keypoints, the same pairs, read in
+    # chunks of one image and checked one bucket pair at a time.
+    mapped.release()
+    assert all(np.array_equal(mapped.get(i).desc, dupverify.unpack(b).desc) for i, b in enumerate(blobs))  # type: ignore[union-attr]
+    monkeypatch.setattr(dupindex, "CHUNK", 1)
+    monkeypatch.setattr(dupindex, "BLOCK", 1)
+    assert tuple(map(np.ndarray.tolist, dupindex.keypoint_pairs(mapped.desc, mapped.count, mapped.release))) == pairs[0]
+    gappy = dupverify.Bank.of([blobs[0], b"", blobs[1], blobs[2]])  # an image without keypoints shifts the entries
+    a, b, shared = dupindex.keypoint_pairs(gappy.desc, gappy.count)
+    assert (a.tolist(), b.tolist(), shared.tolist()) == ([{0: 0, 1: 2, 2: 3}[x] for x in pairs[0][0]],
+                                                         [{0: 0, 1: 2, 2: 3}[x] for x in pairs[0][1]], pairs[0][2])
     assert (0, 1) in list(zip(pairs[0][0], pairs[0][1], strict=True))  # the crop shares keypoints with its photo
     assert dupverify.verify(mapped.get(0), mapped.get(1)).proves(8, 0.1)
     assert dupverify.Bank.of([b"", blobs[2]]).get(0) is None
