@@ -68,7 +68,7 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
         ks = key[order]
         del key
         start = np.flatnonzero(np.concatenate([[True], ks[1:] != ks[:-1]])).astype(np.int32)
-        length = np.diff(np.append(start, np.int32(n)))
+        length = np.diff(np.append(start, n)).astype(np.int32)
         run_len = np.repeat(length, length)
         keep = (run_len >= 2) & (run_len <= MAX_BUCKET)
         ids, kk, rl = order[keep], ks[keep], run_len[keep]

@@ -104,6 +104,18 @@ def test_batches_are_reproducible_per_epoch_and_augment_in_numpy() -> None:
     # A run resumed at epoch 1 sees what an uninterrupted run sees in its epoch 1.
     resumed = train_data.batches(x, y, 3, batch=16, shuffle=True, seed=4, first_epoch=1, augmented=True)
     assert all(np.array_equal(resumed[i][0], a[i][0]) for i in range(len(a)))
+    # The endless stream (one iterator for the whole fit) is the epochs one after another.
+    endless = train_data.batches(x, y, 3, batch=16, shuffle=True, seed=4, augmented=True, endless=True)
+    assert endless.num_batches is None and len(endless) == 4
+    fresh = train_data.batches(x, y, 3, batch=16, shuffle=True, seed=4, augmented=True)
+    epochs = [[fresh[i][0] for i in range(4)]]
+    fresh.on_epoch_end()
+    epochs.append([fresh[i][0] for i in range(4)])
+    assert all(np.array_equal(endless[k][0], epochs[k // 4][k % 4]) for k in range(8))
+    later = train_data.batches(x, y, 3, batch=16, shuffle=True, seed=4, augmented=True, endless=True, first_epoch=1)
+    fresh.on_epoch_end()
+    epochs.append([fresh[i][0] for i in range(4)])
+    assert all(np.array_equal(later[k][0], epochs[1 + k // 4][k % 4]) for k in range(8))
     # Augmented pixels differ from the originals but stay images of the same content range.
     plain = train_data.batches(x, y, 3, batch=16, shuffle=True, seed=4)
     assert not np.array_equal(plain[0][0], a_first := train_data.batches(x, y, 3, batch=16, shuffle=True, seed=4, augmented=True)[0][0])

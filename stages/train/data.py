@@ -287,37 +287,56 @@ def erase(x: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
 
 
 def batches(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch: int, shuffle: bool, seed: int, first_epoch: int = 0,
-            weights: dict[int, float] | None = None, augmented: bool = False, erasing: float = 0.0) -> Any:
+            weights: dict[int, float] | None = None, augmented: bool = False, erasing: float = 0.0, endless: bool = False) -> Any:
     """A ``keras.utils.PyDataset`` of (float32 pixels 0-255, one-hot labels[, sample weights]) batches.
 
     Backend-neutral (TensorFlow, JAX or PyTorch Keras): augmentation (*augmented*) is done here, in
     NumPy and OpenCV, not by backend-specific layers in the model. With *shuffle*, epoch *e* visits
     the images in an order drawn from (*seed*, *e*) alone, and batch *i* is augmented from (*seed*,
     *e*, *i*), so a resumed run sees the same batches as an uninterrupted one.
+
+    *endless*: one stream over every epoch from *first_epoch* on (index ``k`` is batch ``k % len`` of
+    epoch ``first_epoch + k // len``), for ``fit(steps_per_epoch=len)``: Keras then keeps one
+    iterator for the whole run. A finite one is iterated afresh every epoch, and under TensorFlow
+    each new iterator stalled the first step of its epoch (seconds to a minute on a busy machine).
     """
     import keras
+
+    steps = -(-len(y) // batch)
 
     class Batches(keras.utils.PyDataset):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__(workers=1, use_multiprocessing=False)
             self.epoch = first_epoch
-            self.order = self._order()
+            self.order = self._order(first_epoch)
 
-        def _order(self) -> np.ndarray:
+        def _order(self, epoch: int) -> np.ndarray:
             if not shuffle:
                 return np.arange(len(y))
-            return np.random.default_rng([seed, self.epoch]).permutation(len(y))
+            return np.random.default_rng([seed, epoch]).permutation(len(y))
 
         def __len__(self) -> int:
-            return -(-len(y) // batch)
+            return steps
 
-        def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
-            idx = self.order[i * batch:(i + 1) * batch]
+        @property
+        def num_batches(self) -> int | None:
+            return None if endless else steps
+
+        def __getitem__(self, k: int) -> tuple[np.ndarray, ...]:
+            if not endless:
+                return self._batch(self.epoch, self.order, k)
+            epoch, i = first_epoch + k // steps, k % steps
+            if epoch != self.epoch:
+                self.epoch, self.order = epoch, self._order(epoch)
+            return self._batch(epoch, self.order, i)
+
+        def _batch(self, epoch: int, order: np.ndarray, i: int) -> tuple[np.ndarray, ...]:
+            idx = order[i * batch:(i + 1) * batch]
             xb = np.asarray(x[np.sort(idx)] if not shuffle else x[idx])
             if augmented:
-                xb = augment(xb, np.random.default_rng([seed, self.epoch, i, 1]))
+                xb = augment(xb, np.random.default_rng([seed, epoch, i, 1]))
                 if erasing:
-                    xb = erase(xb, np.random.default_rng([seed, self.epoch, i, 2]), erasing)
+                    xb = erase(xb, np.random.default_rng([seed, epoch, i, 2]), erasing)
             yi = y[np.sort(idx)] if not shuffle else y[idx]
             out: tuple[np.ndarray, ...] = (xb.astype(np.float32), one_hot(yi, n_classes))
             if weights is not None:
@@ -325,8 +344,9 @@ def batches(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch: int, shuffle
             return out
 
         def on_epoch_end(self) -> None:
-            self.epoch += 1
-            self.order = self._order()
+            if not endless:
+                self.epoch += 1
+                self.order = self._order(self.epoch)
 
     return Batches()
 

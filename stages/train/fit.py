@@ -245,11 +245,12 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     if not (resume.state.get("stopped") or start >= params.epochs):
         train_batches = train_data.batches(xt, yt, len(labels), batch=params.batch_size, shuffle=True, seed=params.seed,
                                            first_epoch=start, weights=weights, augmented=params.augment,
-                                           erasing=params.erase if params.augment else 0.0)
+                                           erasing=params.erase if params.augment else 0.0, endless=True)
         val_batches = train_data.batches(*data["val"], len(labels), batch=max(params.batch_size, 256), shuffle=False, seed=0)
         with quiet_native_stderr():
-            model.fit(train_batches, validation_data=val_batches, epochs=params.epochs, initial_epoch=start, callbacks=callbacks,
-                      verbose=0)
+            # The feeder shuffles (per epoch, from the seed); Keras' own shuffle does not apply to an endless one.
+            model.fit(train_batches, steps_per_epoch=steps, shuffle=False, validation_data=val_batches, epochs=params.epochs,
+                      initial_epoch=start, callbacks=callbacks, verbose=0)
     st = resume.state
     if st["best_file"] and (backup / st["best_file"]).is_file():
         model = keras.models.load_model(backup / st["best_file"], compile=False)
