@@ -253,7 +253,9 @@ def drawn_boxes(pg, fig) -> list[tuple[int, int, int, int]]:
         ys, xs = np.nonzero(diff)
         out.append((int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())) if len(xs) else (0, 0, 0, 0))
     pic.evaluate("el => el.querySelectorAll('svg rect').forEach(r => r.style.display = '')")
-    assert np.array_equal(shot(), with_boxes)
+    # Every box back: no pixel differs from the first shot as much as a box's does (a loaded machine
+    # can repaint a few levels off, which exact equality failed on).
+    assert not (np.abs(shot() - with_boxes).sum(axis=2) > 60).any()
     return out
 
 
