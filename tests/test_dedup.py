@@ -300,6 +300,17 @@ def test_through_crop_the_face_crops_and_the_frames_are_compared(reframed: Path,
     assert kept["happy/fr_obama.jpg"]["dup_group"] == "" and kept["happy/fr_obama1.jpg"]["dup_group"] == ""
 
 
+def mapped_kb(path: Path) -> int:
+    """Resident kB of this process's mapping of *path* (/proc/self/smaps)."""
+    rss, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:  # a mapping's header line: "start-end perms offset dev inode path"
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            rss += int(line.split()[1])
+    return rss
+
+
 def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_path: Path, shared: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from stages import dupindex
@@ -321,8 +332,17 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
         assert np.array_equal(got.desc, want.desc) and np.array_equal(got.xy, want.xy)
     pairs = [tuple(map(np.ndarray.tolist, dupindex.keypoint_pairs(bank.desc, bank.count))) for bank in (mem, mapped)]
     assert pairs[0] == pairs[1]
-    # Released pages are read back from the file: the same keypoints, the same pairs, read in
-    # chunks of one image and checked one bucket pair at a time.
+    # Released pages leave the process (the kernel's own count for the mapping) and are read back
+    # from the file: the same keypoints, the same pairs, read in chunks of one image and checked one
+    # bucket pair at a time.
+    (tmp_path / "big").mkdir()
+    big = dupverify.Bank(2000, tmp_path / "big")
+    for i in range(2000):
+        big.put(i, blobs[i % 3])
+    assert mapped_kb(tmp_path / "big" / "desc.u8") > 1000  # written pages are resident
+    big.release()
+    assert mapped_kb(tmp_path / "big" / "desc.u8") == 0
+    assert np.array_equal(big.get(1999).desc, dupverify.unpack(blobs[1999 % 3]).desc)  # type: ignore[union-attr]
     mapped.release()
     assert all(np.array_equal(mapped.get(i).desc, dupverify.unpack(b).desc) for i, b in enumerate(blobs))  # type: ignore[union-attr]
     monkeypatch.setattr(dupindex, "CHUNK", 1)
