@@ -1,0 +1,222 @@
+"""bench.dedup's scale figures: the pHash join at 100k-500k hashes and the dedup dataset step at scale
+(run through ``python -m bench.dedup``: ``--sizes``, ``--step-n``, ``--skip-scale``).
+
+Dataset step (``--step-n N``): a workspace holding the dedup stage's parts for N images (the
+pHashes of the scale set below, and 96 random keypoints each as the row's blob: the size a photo's
+take), then, in a fresh process, the records as the runner hands them and the stage's dataset step
+with its default settings: wall and CPU seconds, peak resident memory (VmHWM) and peak anonymous
+memory (sampled; the rest is the memory-mapped keypoint bank). Random descriptors meet no others:
+this measures memory and the pHash side, not the keypoint candidates of real photos.
+
+Scale: 100k and 500k hash sets made from FER2013 train faces under random similarity transforms,
+gamma and mirroring (28,709 real faces, the rest variants: denser in near pairs than a real
+collection); the join (main, mirrored and 5 window hashes against the index, then connected
+components) runs in a fresh process whose peak resident memory is reported. Baselines, on 100k:
+faiss's brute-force IndexBinaryFlat range search and its IndexBinaryMultiHash, main hashes alone
+(their pair counts must equal ours for "main").
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from stages import dupverify
+from stages.dedup import CANDIDATE_RADIUS, N_WINDOWS, Dedup, DedupParams, find_groups, hashes
+from stages.phash import components, near_pairs, unhex
+
+
+# -- scale -------------------------------------------------------------------------------------
+def _variants(args: tuple[list[bytes], int, int]) -> list[dict[str, Any]]:
+    faces, start, count = args
+    rng = np.random.default_rng(start)
+    out = []
+    for k in range(start, start + count):
+        g = np.asarray(Image.open(io.BytesIO(faces[k % len(faces)])).convert("L"))
+        if k >= len(faces):
+            h, w = g.shape
+            m = cv2.getRotationMatrix2D((w / 2 + rng.uniform(-3, 3), h / 2 + rng.uniform(-3, 3)), rng.uniform(-12, 12), rng.uniform(0.9, 1.1))
+            g = cv2.warpAffine(g, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+            g = (255 * (g / 255.0) ** rng.uniform(0.8, 1.25)).astype(np.uint8)
+            if rng.random() < 0.5:
+                g = np.ascontiguousarray(g[:, ::-1])
+        out.append(hashes(g, (g.shape[1], g.shape[0]), keypoints=False))
+    return out
+
+
+def hash_set(shared: Path, n: int) -> list[dict[str, Any]]:
+    """*n* hash records: the FER2013 train faces, then variants of them (see the module doc)."""
+    import joblib
+
+    with zipfile.ZipFile(shared / "fer2013" / "train.zip") as z:
+        faces = [z.read(m) for m in sorted(z.namelist()) if m.endswith(".jpg")]
+    step = 20_000
+    chunks = [(faces, s, min(step, n - s)) for s in range(0, n, step)]
+    parts = joblib.Parallel(n_jobs=2)(joblib.delayed(_variants)(c) for c in chunks)
+    return [m for part in parts for m in part]
+
+
+def _peak_mb() -> float:
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss it starts afresh at exec)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
+
+
+def _join_child(path: str, radius: int, flips: bool, crops: bool, conn: Any) -> None:
+    """In a fresh process: load the codes, join, report (wall s, cpu s, pairs, groups, MB after imports, peak MB)."""
+    import faiss  # noqa: F401  (importing it is not part of the join)
+
+    d = np.load(path)
+    codes = {k: d[k] for k in d.files}
+    before = _peak_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    queries = [None] + ([codes["flip"]] if flips else []) + ([codes[f"win{k}"] for k in range(N_WINDOWS)] if crops else [])
+    src, dst = [], []
+    for i, j, _ in near_pairs(codes["main"], radius, queries):
+        keep = i != j
+        src.append(i[keep])
+        dst.append(j[keep])
+    root = components(len(codes["main"]), np.concatenate(src), np.concatenate(dst))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    groups = int((np.bincount(root) > 1).sum())
+    conn.send((wall, cpu, int(sum(len(x) for x in src)), groups, before, _peak_mb()))
+
+
+def _baseline_child(path: str, radius: int, kind: str, conn: Any) -> None:
+    """faiss brute force (IndexBinaryFlat) or its multi-index hash (3 x 21 bits), main hashes only."""
+    import faiss
+
+    main = np.load(path)["main"]
+    faiss.omp_set_num_threads(len(os.sched_getaffinity(0)))  # as near_pairs does
+    before = _peak_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    if kind == "flat":
+        index = faiss.IndexBinaryFlat(64)
+    else:
+        index = faiss.IndexBinaryMultiHash(64, 3, 21)
+        index.nflip = radius // 3
+        main = np.vstack([main, np.zeros((1, 8), np.uint8)])[:-1]  # it reads a few bytes past a code
+    index.add(main)
+    lims, _, ids = index.range_search(main, radius + 1)
+    qi = np.repeat(np.arange(len(main)), np.diff(lims.astype(np.int64)))
+    conn.send((time.perf_counter() - t0, time.process_time() - c0, int((qi < ids).sum()), before, _peak_mb()))
+
+
+def _in_child(target: Any, *args: Any) -> Any:
+    ctx = mp.get_context("spawn")
+    a, b = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(*args, b))
+    proc.start()
+    res = a.recv()
+    proc.join()
+    return res
+
+
+def scale_bench(shared: Path, sizes: Sequence[int], baselines_upto: int) -> None:
+    p = DedupParams()
+    n_max = max(sizes)
+    t0 = time.perf_counter()
+    records = hash_set(shared, n_max)
+    print(f"scale: {n_max} hash records made in {time.perf_counter() - t0:.0f}s (2 processes); radius {p.radius}; "
+          f"{len(os.sched_getaffinity(0))} cores; wall and CPU seconds (CPU: all threads; on a shared machine wall includes waiting for a core)")
+    print(f"{'hashes':>8} {'join':<40} {'wall s':>7} {'CPU s':>7} {'pairs':>9} {'groups':>7} {'MB before':>9} {'peak MB':>8}  vs baseline (CPU)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            path = f"{tmp}/codes{n}.npz"
+            recs = records[:n]
+            np.savez(path, main=unhex([m["phash"] for m in recs]), flip=unhex([m["phash_flip"] for m in recs]),
+                     **{f"win{k}": unhex([m["phash_crops"][16 * k:16 * k + 16] for m in recs]) for k in range(N_WINDOWS)})
+            base_cpu = None
+            if n <= baselines_upto:
+                for kind, what in (("flat", "baseline: faiss IndexBinaryFlat, main"), ("multi", "faiss IndexBinaryMultiHash 3x21, main")):
+                    wall, cpu, pairs, before, peak = _in_child(_baseline_child, path, p.radius, kind)
+                    base_cpu = base_cpu or cpu
+                    ratio = "" if kind == "flat" else f"{base_cpu / cpu:.1f}x"
+                    print(f"{n:>8} {what:<40} {wall:>7.2f} {cpu:>7.2f} {pairs:>9} {'':>7} {before:>9.0f} {peak:>8.0f}  {ratio}")
+            for what, radius, flips, crops in (("ours: main", p.radius, False, False), ("ours: main + 5 windows", p.radius, False, True),
+                                               ("ours: main + mirror + 5 windows", p.radius, True, True),
+                                               (f"candidates at {CANDIDATE_RADIUS} bits, + 5 windows", CANDIDATE_RADIUS, False, True)):
+                wall, cpu, pairs, groups, before, peak = _in_child(_join_child, path, radius, flips, crops)
+                ratio = f"{base_cpu / cpu:.1f}x" if base_cpu else ""
+                print(f"{n:>8} {what:<40} {wall:>7.2f} {cpu:>7.2f} {pairs:>9} {groups:>7} {before:>9.0f} {peak:>8.0f}  {ratio}")
+            t0, c0 = time.perf_counter(), time.process_time()
+            find_groups(recs, p)
+            print(f"{n:>8} {'find_groups() on the record dicts':<40} {time.perf_counter() - t0:>7.2f} {time.process_time() - c0:>7.2f}"
+                  "  (default; in this process: hex parsing and pixel-hash grouping included)")
+
+
+# -- the dataset step at scale: time and memory -----------------------------------------------
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field)) / 1024
+
+
+def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000) -> None:
+    """A workspace holding the dedup stage's parts for *n* images: the pHashes of ``hash_set`` (FER2013
+    faces and variants of them) and, as each row's blob, 96 random keypoints (the size a photo's take;
+    random descriptors meet no others, so the keypoint index finds nothing: memory, not candidates)."""
+    from manifests.store import Store
+    from pipeline.runner import outcome_row
+    from stages.base import Outcome
+
+    records = hash_set(shared, n)
+    rng = np.random.default_rng(0)
+    store = Store(work)
+    head = np.array([512, 384], np.uint16).tobytes()
+    for s in range(0, n, shard):
+        outs = []
+        for k in range(s, min(n, s + shard)):
+            blob = head + rng.integers(0, 256, 2 * dupverify.N_FEATURES, np.uint8).tobytes() + rng.bytes(dupverify.DESC * dupverify.N_FEATURES)
+            outs.append(outcome_row(Outcome(f"happy/{k:07d}.jpg", metrics={**records[k], "pixels": 48 * 48}, blob=blob)))
+        store.write_part("dedup", s // shard, outs)
+
+
+def _step_child(work: str, conn: Any) -> None:
+    """In a fresh process: the records as the runner hands them (JSON metrics parsed), then the dedup
+    stage's dataset step; sends (records MB, wall s, CPU s, peak MB, peak anonymous MB, duplicates)."""
+    import json
+    import threading
+
+    from manifests.store import Store
+
+    cv2.setNumThreads(1)
+    work_path = Path(work)
+    records = [{"key": r["key"], "source": r["key"], "file": r["key"], "label": "happy", "group": "", "meta": {},
+                "metrics": json.loads(r["metrics"])} for r in Store(work_path).read_stage("dedup")]
+    base = _status_mb("VmRSS")
+    peak_anon = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            peak_anon[0] = max(peak_anon[0], _status_mb("RssAnon"))
+
+    threading.Thread(target=watch, daemon=True).start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    outs = list(Dedup(DedupParams()).run(records, work_path))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    done.set()
+    conn.send((base, wall, cpu, _peak_mb(), peak_anon[0], sum(o.status != "kept" for o in outs)))
+
+
+def step_bench(shared: Path, n: int) -> None:
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        t0 = time.perf_counter()
+        write_workspace(shared, Path(tmp), n)
+        print(f"dataset step at scale: {n:,} images' dedup parts written in {time.perf_counter() - t0:.0f} s "
+              "(pHashes of FER2013 faces and variants; 96 random keypoints each as the blob)")
+        base, wall, cpu, peak, anon, dups = _in_child(_step_child, tmp)
+        print(f"  records as the runner hands them: {base:.0f} MB resident; the dedup dataset step (default settings): "
+              f"{wall:.1f} s wall, {cpu:.1f} s CPU (all threads), peak resident {peak:.0f} MB (anonymous {anon:.0f} MB, "
+              f"the rest the memory-mapped keypoints), {dups:,} rejected")
