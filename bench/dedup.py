@@ -1,6 +1,6 @@
 """Benchmark of the dedup stage: near-duplicate precision/recall on real photos, and join scale.
 
-    python -m bench.dedup [--shared ../shared/data] [--sizes 100000,500000] [--skip-scale] [--skip-edits] [--step-n 500000]
+    python -m bench.dedup [--shared ../shared/data] [--sizes 100000,500000] [--skip-scale] [--skip-edits] [--step-n 500000] [--index-n 500000]
 
 Edits set (``../shared/data/faces``): every photo of faces/presence and faces/groups ("photos"),
 and the faces cut from them ("faces": the groups.csv boxes and one box per face of the
@@ -22,8 +22,8 @@ subsets, the candidates verified per image, and the decision step with and witho
 (baseline: the pHash-only decision on the same records). These are extrapolated to 500k images in
 the printout, and say so.
 
-The dataset step at scale (``--step-n``) and the join at 100k-500k hashes (``--sizes``) are
-in bench.dedup_scale.
+The dataset step at scale (``--step-n``), the keypoint index alone on a synthetic bank
+(``--index-n``) and the join at 100k-500k hashes (``--sizes``) are in bench.dedup_scale.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from bench.dedup_scale import scale_bench, step_bench
+from bench.dedup_scale import index_bench, scale_bench, step_bench
 from stages import dupindex, dupverify
 from stages.base import Context, Item
 from stages.dedup import Dedup, DedupParams, find_groups, hashes
@@ -339,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-verify", action="store_true")
     ap.add_argument("--step-n", type=int, default=0, help="also time the dedup dataset step on this many images, with its peak memory")
+    ap.add_argument("--index-n", type=int, default=0, help="also time the keypoint index alone on a synthetic bank of this many images")
     ap.add_argument("--baselines-upto", type=int, default=100_000, help="run the faiss baselines up to this size")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
@@ -349,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fer_bench(args.shared)
     if args.step_n:
         step_bench(args.shared, args.step_n)
+    if args.index_n:
+        index_bench(args.index_n)
     if not args.skip_scale:
         scale_bench(args.shared, [int(s) for s in args.sizes.split(",")], args.baselines_upto)
     return 0

@@ -8,6 +8,11 @@ with its default settings: wall and CPU seconds, peak resident memory (VmHWM) an
 memory (sampled; the rest is the memory-mapped keypoint bank). Random descriptors meet no others:
 this measures memory and the pHash side, not the keypoint candidates of real photos.
 
+Keypoint index alone (``--index-n N``): a mapped bank of N images' random descriptors in which
+every fifth image copies a third of another's indexed descriptors with 0-39 bits flipped, and
+``dupindex.keypoint_pairs`` on it in a fresh process: CPU and wall seconds, peak resident and
+anonymous memory of the call, and the share of the planted pairs found.
+
 Scale: 100k and 500k hash sets made from FER2013 train faces under random similarity transforms,
 gamma and mirroring (28,709 real faces, the rest variants: denser in near pairs than a real
 collection); the join (main, mirrored and 5 window hashes against the index, then connected
@@ -220,3 +225,59 @@ def step_bench(shared: Path, n: int) -> None:
         print(f"  records as the runner hands them: {base:.0f} MB resident; the dedup dataset step (default settings): "
               f"{wall:.1f} s wall, {cpu:.1f} s CPU (all threads), peak resident {peak:.0f} MB (anonymous {anon:.0f} MB, "
               f"the rest the memory-mapped keypoints), {dups:,} rejected")
+
+
+# -- the keypoint index alone at scale ---------------------------------------------------------
+def _index_child(folder: str, n: int, conn: Any) -> None:
+    """In a fresh process: a mapped keypoint bank of *n* images of random descriptors where every
+    fifth image is a copy of another whose indexed descriptors are a third noisy copies (0-39 bits
+    flipped) of the other's, then ``dupindex.keypoint_pairs`` on it; sends (CPU s, wall s, peak
+    resident MB of the call, peak anonymous MB, pairs found, planted pairs, planted pairs found)."""
+    import threading
+
+    from stages import dupindex
+
+    rng = np.random.default_rng(0)
+    bank = dupverify.Bank(n, Path(folder))
+    src, dst = rng.integers(0, n, n // 5), rng.integers(0, n, n // 5)
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    chunk = 8192
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        bank.desc[lo:hi] = rng.integers(0, 256, (hi - lo, dupverify.N_FEATURES, dupverify.DESC), np.uint8)
+        bank.release()
+    bank.count[:] = dupverify.N_FEATURES
+    slots = np.arange(0, dupindex.INDEXED, 3)
+    for lo in range(0, len(src), chunk):
+        s, t = src[lo:lo + chunk], dst[lo:lo + chunk]
+        p = rng.integers(0, 40, (len(s), len(slots), 1)) / (8 * dupverify.DESC)
+        noise = np.packbits(rng.random((len(s), len(slots), 8 * dupverify.DESC)) < p, axis=-1)
+        for k, (a, b) in enumerate(zip(s.tolist(), t.tolist(), strict=True)):  # in order: a copy may be copied
+            bank.desc[b, slots] = bank.desc[a, slots] ^ noise[k]
+        bank.release()
+    with open("/proc/self/clear_refs", "w") as fh:  # VmHWM from here on
+        fh.write("5")
+    peak_anon = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.01):
+            peak_anon[0] = max(peak_anon[0], _status_mb("RssAnon"))
+
+    threading.Thread(target=watch, daemon=True).start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    a, b, _ = dupindex.keypoint_pairs(bank.desc, bank.count, bank.release)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    done.set()
+    found = set((a * n + b).tolist())
+    planted = set((np.minimum(src, dst) * n + np.maximum(src, dst)).tolist())
+    conn.send((cpu, wall, _peak_mb(), peak_anon[0], len(found), len(planted), len(planted & found)))
+
+
+def index_bench(n: int) -> None:
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        cpu, wall, peak, anon, found, planted, hit = _in_child(_index_child, tmp, n)
+    print(f"keypoint index alone at {n:,} images (synthetic bank: random descriptors, {planted:,} planted copies): "
+          f"{cpu:.1f} s CPU, {wall:.1f} s wall, peak resident {peak:.0f} MB (anonymous {anon:.0f} MB), "
+          f"{found:,} pairs, {hit:,} of the planted ({hit / max(planted, 1):.3f})")

@@ -7,9 +7,13 @@ grid cell first, see stages.dupverify.spread) enter ``TABLES`` hash tables keyed
 point, ~20-40 bits apart, share some piece with good odds; unrelated ones rarely). Pairs of
 descriptors in one bucket are checked on their whole 256 bits (``MAX_DISTANCE``), buckets larger
 than ``MAX_BUCKET`` (textures that are everywhere) are skipped, and two images become a candidate
-pair when ``MIN_SHARED`` or more of their descriptors met. Everything is sorting and vectorised
-comparison; no faiss index is needed. The descriptors stay where they are (a memory-mapped
-``dupverify.Bank``): a table reads its 3-byte pieces, the check reads the descriptors of the pairs.
+pair when ``MIN_SHARED`` or more of their descriptors met. Everything is counting, sorting and
+vectorised comparison; no faiss index is needed. The descriptors stay where they are (a
+memory-mapped ``dupverify.Bank``): a table reads its 3-byte pieces and one 64-bit word of each
+descriptor, in image order. With 24M descriptors (500k images) 24-bit keys collide by chance in
+about 17M bucket pairs a table; the word, a lower bound of the whole distance, drops all but a few
+percent of them before the check reads the whole descriptors of the rest from the bank, in image
+order (read at random places, a mapped bank would map most of itself).
 """
 
 from __future__ import annotations
@@ -25,9 +29,8 @@ BITS = 24
 MAX_BUCKET = 32
 MAX_DISTANCE = 24
 MIN_SHARED = 3
-#: Images whose keys are read at once, and bucket pairs checked at once (bounds on working memory).
+#: Images whose keys (and then the descriptors a check needs) are read at once.
 CHUNK = 16384
-BLOCK = 1 << 18
 
 
 def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,9 +38,10 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
 
     *desc* is (n, m, 32) uint8 (a ``dupverify.Bank``'s, memory-mapped or not) and *count* how many of
     each image's m are real; the first ``INDEXED`` of each are indexed, read a table's piece at a time
-    and ``CHUNK`` images at a time. *release* (a ``Bank``'s) is called after every chunk and block read:
-    the pages of a mapped bank leave the process as soon as they are used. Bucket pairs are checked ``BLOCK`` at a time, so the
-    working memory stays a few arrays of one table's keys whatever the pair count.
+    and ``CHUNK`` images at a time; the descriptors of the pairs the filter leaves are then read in
+    the same order. *release* (a ``Bank``'s) is called after every chunk read: the pages of a mapped
+    bank leave the process as soon as they are used. The working memory is a few arrays of one
+    table's entries and the descriptors of its remaining pairs.
     """
     n_img = len(count)
     per = np.minimum(np.asarray(count, np.int64), INDEXED)
@@ -55,24 +59,42 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
         owner[lo:hi] = np.repeat(np.arange(first, first + len(p), dtype=np.int32), p)
         slot[lo:hi] = np.arange(hi - lo) - np.repeat(starts[first:first + len(p)] - lo, p)
     words = desc.view(np.uint64)  # (n, m, 4)
+    width = int(per.max())
     step = BITS // 8
     found: list[np.ndarray] = []
     for t in range(TABLES):
-        key = np.empty(n, np.uint32)
-        for lo, hi in pairwise(bounds):
-            piece = desc[owner[lo:hi], slot[lo:hi], step * t:step * (t + 1)].astype(np.uint32)
+        # The table's key piece, and the 64-bit word of the descriptor it does not overlap (the filter below).
+        word = 0 if step * (t + 1) > 8 * (words.shape[2] - 1) else words.shape[2] - 1
+        key, sig = np.empty(n, np.uint32), np.empty(n, np.uint64)
+        for c, (lo, hi) in enumerate(pairwise(bounds)):
+            first = c * CHUNK
+            real = np.arange(width) < per[first:first + CHUNK, None]  # entries in (image, slot) order
+            piece = desc[first:first + CHUNK, :width, step * t:step * (t + 1)][real].astype(np.uint32)
             key[lo:hi] = piece[:, 0] | (piece[:, 1] << 8) | (piece[:, 2] << 16)
+            sig[lo:hi] = words[first:first + CHUNK, :width, word][real]
             if release is not None:
                 release()
-        order = np.argsort(key).astype(np.int32)  # any order within a bucket: every pair in it is compared
-        ks = key[order]
-        del key
-        start = np.flatnonzero(np.concatenate([[True], ks[1:] != ks[:-1]])).astype(np.int32)
-        length = np.diff(np.append(start, n)).astype(np.int32)
-        run_len = np.repeat(length, length)
-        keep = (run_len >= 2) & (run_len <= MAX_BUCKET)
-        ids, kk, rl = order[keep], ks[keep], run_len[keep]
-        del order, ks, run_len, keep, start, length
+        # Up to half as many entries as buckets, most are alone in theirs: those are dropped first by
+        # counting on the key's top bits (about twice as many bins as entries). The rest are sorted
+        # by key (any order within a bucket: every pair in it is compared) and kept in buckets of
+        # 2..MAX_BUCKET.
+        if n <= 1 << (BITS - 1):
+            top = key >> (BITS - min(BITS, max(8, n.bit_length() + 1)))
+            ids = np.flatnonzero(np.bincount(top)[top] >= 2).astype(np.int32)
+            del top
+            ids = ids[np.argsort(key[ids])]
+        else:
+            ids = np.argsort(key).astype(np.int32)
+        kk = key[ids]
+        start = np.flatnonzero(np.concatenate([[True], kk[1:] != kk[:-1]]))
+        length = np.diff(np.append(start, len(kk)))
+        rl = np.repeat(length, length)
+        keep = (rl >= 2) & (rl <= MAX_BUCKET)
+        ids, kk, rl = ids[keep], kk[keep], rl[keep].astype(np.uint8)
+        sg = sig[ids]
+        del key, sig, start, length, keep
+        pi: list[np.ndarray] = []
+        pj: list[np.ndarray] = []
         for o in range(1, MAX_BUCKET):
             m = len(ids) - o
             if m <= 0:
@@ -80,15 +102,20 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
             same = np.flatnonzero((kk[:m] == kk[o:]) & (rl[:m] > o))
             if not len(same):
                 break
-            for b in range(0, len(same), BLOCK):
-                at = same[b:b + BLOCK]
-                i, j = ids[at].astype(np.int64), ids[at + o].astype(np.int64)
-                near = np.bitwise_count(words[owner[i], slot[i]] ^ words[owner[j], slot[j]]).sum(axis=1) <= MAX_DISTANCE
-                i, j = i[near], j[near]
-                other = owner[i] != owner[j]
-                found.append(np.minimum(i, j)[other] * n + np.maximum(i, j)[other])
-                if release is not None:
-                    release()
+            # One word's distance never exceeds the whole descriptor's: pairs beyond MAX_DISTANCE on it
+            # are out without reading the bank (all but a few percent of the chance pairs).
+            same = same[np.bitwise_count(sg[same] ^ sg[same + o]) <= MAX_DISTANCE]
+            i, j = ids[same], ids[same + o]
+            other = owner[i] != owner[j]
+            pi.append(np.minimum(i, j)[other])
+            pj.append(np.maximum(i, j)[other])
+        del ids, kk, rl, sg
+        if pi:
+            i, j = np.concatenate(pi).astype(np.int64), np.concatenate(pj).astype(np.int64)
+            need = np.unique(np.concatenate([i, j]))
+            got = _gather(desc, need, owner, slot, bounds, release)
+            near = np.bitwise_count(got[np.searchsorted(need, i)] ^ got[np.searchsorted(need, j)]).sum(axis=1) <= MAX_DISTANCE
+            found.append(i[near] * n + j[near])
     if not found:
         return z, z, z
     pairs = np.unique(np.concatenate(found))  # each descriptor pair once, whatever tables it met in
@@ -97,3 +124,20 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
     uniq, shared = np.unique(img, return_counts=True)
     ok = shared >= MIN_SHARED
     return uniq[ok] // n_img, uniq[ok] % n_img, shared[ok].astype(np.int64)
+
+
+def _gather(desc: np.ndarray, need: np.ndarray, owner: np.ndarray, slot: np.ndarray, bounds: list[int],
+            release: Callable[[], None] | None) -> np.ndarray:
+    """The descriptors of entries *need* (sorted) as (len(need), 4) uint64, read in image order a
+    chunk at a time. Read at random places, a mapped file maps far more than it is asked for (the
+    kernel maps whole page-cache folios, up to megabytes): in order, each page is mapped once."""
+    out = np.empty((len(need), desc.shape[2] // 8), np.uint64)
+    cut = np.searchsorted(need, bounds).tolist()
+    for c, (a, b) in enumerate(pairwise(cut)):
+        if a == b:
+            continue
+        e, first = need[a:b], c * CHUNK
+        out[a:b] = desc[first:first + CHUNK].view(np.uint64)[owner[e] - first, slot[e]]
+        if release is not None:
+            release()
+    return out

@@ -333,8 +333,7 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
     pairs = [tuple(map(np.ndarray.tolist, dupindex.keypoint_pairs(bank.desc, bank.count))) for bank in (mem, mapped)]
     assert pairs[0] == pairs[1]
     # Released pages leave the process (the kernel's own count for the mapping) and are read back
-    # from the file: the same keypoints, the same pairs, read in chunks of one image and checked one
-    # bucket pair at a time.
+    # from the file: the same keypoints, the same pairs, read in chunks of one image.
     (tmp_path / "big").mkdir()
     big = dupverify.Bank(2000, tmp_path / "big")
     for i in range(2000):
@@ -346,7 +345,6 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
     mapped.release()
     assert all(np.array_equal(mapped.get(i).desc, dupverify.unpack(b).desc) for i, b in enumerate(blobs))  # type: ignore[union-attr]
     monkeypatch.setattr(dupindex, "CHUNK", 1)
-    monkeypatch.setattr(dupindex, "BLOCK", 1)
     assert tuple(map(np.ndarray.tolist, dupindex.keypoint_pairs(mapped.desc, mapped.count, mapped.release))) == pairs[0]
     gappy = dupverify.Bank.of([blobs[0], b"", blobs[1], blobs[2]])  # an image without keypoints shifts the entries
     a, b, shared = dupindex.keypoint_pairs(gappy.desc, gappy.count)
@@ -355,6 +353,62 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
     assert (0, 1) in list(zip(pairs[0][0], pairs[0][1], strict=True))  # the crop shares keypoints with its photo
     assert dupverify.verify(mapped.get(0), mapped.get(1)).proves(8, 0.1)
     assert dupverify.Bank.of([b"", blobs[2]]).get(0) is None
+
+
+def _keypoint_pairs_by_brute_force(desc: np.ndarray, count: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    """dupindex's definition, spelled out: descriptor pairs of two images that share a table's key in
+    a bucket of at most MAX_BUCKET entries and lie within MAX_DISTANCE bits, counted per image pair."""
+    from stages import dupindex
+
+    per = np.minimum(count.astype(int), dupindex.INDEXED)
+    owner = np.repeat(np.arange(len(count)), per)
+    slot = np.concatenate([np.arange(k) for k in per])
+    d = desc[owner, slot]
+    w = d.view(np.uint64)
+    dist = sum(np.bitwise_count(w[:, None, k] ^ w[None, :, k]).astype(np.int32) for k in range(w.shape[1]))
+    met = np.zeros(dist.shape, bool)
+    step = dupindex.BITS // 8
+    for t in range(dupindex.TABLES):
+        key = d[:, step * t:step * (t + 1)].astype(np.int64) @ (256 ** np.arange(step))
+        same = key[:, None] == key[None, :]
+        size = same.sum(axis=1)
+        met |= same & (size[:, None] <= dupindex.MAX_BUCKET)
+    met &= (dist <= dupindex.MAX_DISTANCE) & (owner[:, None] < owner[None, :])
+    i, j = np.nonzero(met)
+    pairs, shared = np.unique(owner[i] * len(count) + owner[j], return_counts=True)
+    ok = shared >= dupindex.MIN_SHARED
+    return (pairs[ok] // len(count)).tolist(), (pairs[ok] % len(count)).tolist(), shared[ok].tolist()
+
+
+def test_keypoint_index_finds_exactly_the_pairs_of_its_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index's shortcuts (bucket counting, the one-word filter, reading in chunks) lose nothing:
+    planted copies whose flipped bits all sit in the filter's word, at MAX_DISTANCE and one past it,
+    and a bucket of textures too large to be compared."""
+    from stages import dupindex
+
+    rng = np.random.default_rng(3)
+    n, m = 40, 56
+    desc = rng.integers(0, 256, (n, m, 32), dtype=np.uint8)
+    count = np.full(n, m, np.uint8)
+    count[5], count[6] = 0, 20
+
+    def flip(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        y = x.copy()
+        np.bitwise_xor.at(y, bits // 8, (1 << (bits % 8)).astype(np.uint8))
+        return y
+
+    for a, b, lo, hi, k in [(0, 1, 24, 32, 24), (2, 3, 24, 32, 25), (4, 7, 0, 32, 12), (8, 9, 0, 8, 24), (10, 11, 0, 32, 30)]:
+        for s in range(12):  # bits flipped inside bytes lo..hi (24-31: word 3, 0-7: word 0)
+            desc[b, s] = flip(desc[a, s], rng.choice(np.arange(8 * lo, 8 * hi), k, replace=False))
+    desc[12:20, :6, 0:3] = 7  # 48 descriptors with one table-0 key: a bucket over MAX_BUCKET
+    desc[12:20, :6, 3:] = desc[12, 0, 3:]
+    want = _keypoint_pairs_by_brute_force(desc, count)
+    assert (0, 1) in zip(want[0], want[1], strict=True) and (2, 3) not in zip(want[0], want[1], strict=True)
+    assert (8, 9) in zip(want[0], want[1], strict=True)
+    got = tuple(x.tolist() for x in dupindex.keypoint_pairs(desc, count))
+    assert got == want
+    monkeypatch.setattr(dupindex, "CHUNK", 3)
+    assert tuple(x.tolist() for x in dupindex.keypoint_pairs(desc, count)) == want
 
 
 def test_window_hashes_are_of_windows_not_the_whole_image() -> None:
