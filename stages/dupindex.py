@@ -29,8 +29,10 @@ BITS = 24
 MAX_BUCKET = 32
 MAX_DISTANCE = 24
 MIN_SHARED = 3
-#: Images whose keys (and then the descriptors a check needs) are read at once.
+#: Images whose keys (and then the descriptors a check needs) are read at once, and about how many
+#: of a table's entries are sorted at once.
 CHUNK = 16384
+PART_ENTRIES = 1 << 22
 
 
 def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,42 +76,21 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
             sig[lo:hi] = words[first:first + CHUNK, :width, word][real]
             if release is not None:
                 release()
-        # Up to half as many entries as buckets, most are alone in theirs: those are dropped first by
-        # counting on the key's top bits (about twice as many bins as entries). The rest are sorted
-        # by key (any order within a bucket: every pair in it is compared) and kept in buckets of
-        # 2..MAX_BUCKET.
-        if n <= 1 << (BITS - 1):
-            top = key >> (BITS - min(BITS, max(8, n.bit_length() + 1)))
-            ids = np.flatnonzero(np.bincount(top)[top] >= 2).astype(np.int32)
-            del top
-            ids = ids[np.argsort(key[ids])]
-        else:
-            ids = np.argsort(key).astype(np.int32)
-        kk = key[ids]
-        start = np.flatnonzero(np.concatenate([[True], kk[1:] != kk[:-1]]))
-        length = np.diff(np.append(start, len(kk)))
-        rl = np.repeat(length, length)
-        keep = (rl >= 2) & (rl <= MAX_BUCKET)
-        ids, kk, rl = ids[keep], kk[keep], rl[keep].astype(np.uint8)
-        sg = sig[ids]
-        del key, sig, start, length, keep
         pi: list[np.ndarray] = []
         pj: list[np.ndarray] = []
-        for o in range(1, MAX_BUCKET):
-            m = len(ids) - o
-            if m <= 0:
-                break
-            same = np.flatnonzero((kk[:m] == kk[o:]) & (rl[:m] > o))
-            if not len(same):
-                break
-            # One word's distance never exceeds the whole descriptor's: pairs beyond MAX_DISTANCE on it
-            # are out without reading the bank (all but a few percent of the chance pairs).
-            same = same[np.bitwise_count(sg[same] ^ sg[same + o]) <= MAX_DISTANCE]
-            i, j = ids[same], ids[same + o]
+        # Buckets are taken PART_ENTRIES entries at a time (the keys of one residue class: a bucket is
+        # never split), so the sorting temporaries stay a few times that whatever the collection.
+        parts = max(1, n // PART_ENTRIES)
+        for part in range(parts):
+            if parts > 1:
+                sel = np.flatnonzero(key % parts == part).astype(np.int32)
+                i, j = _bucket_pairs(sel, key[sel], sig[sel], n)
+            else:
+                i, j = _bucket_pairs(None, key, sig, n)
             other = owner[i] != owner[j]
             pi.append(np.minimum(i, j)[other])
             pj.append(np.maximum(i, j)[other])
-        del ids, kk, rl, sg
+        del key, sig
         if pi:
             i, j = np.concatenate(pi).astype(np.int64), np.concatenate(pj).astype(np.int64)
             need = np.unique(np.concatenate([i, j]))
@@ -124,6 +105,45 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
     uniq, shared = np.unique(img, return_counts=True)
     ok = shared >= MIN_SHARED
     return uniq[ok] // n_img, uniq[ok] % n_img, shared[ok].astype(np.int64)
+
+
+def _bucket_pairs(ids: np.ndarray | None, key: np.ndarray, sig: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Entry pairs (i, j) of *ids* (None: all entries) in one bucket of 2..MAX_BUCKET whose words *sig* lie within
+    MAX_DISTANCE (a word's distance never exceeds the whole descriptor's: the pairs beyond it are out
+    without reading the bank, all but a few percent of the chance pairs). *n*: all entries of the table."""
+    if n <= 1 << (BITS - 1):
+        # Up to half as many entries as buckets, most are alone in theirs: those are dropped first by
+        # counting on the key's top bits (about twice as many bins as entries).
+        top = key >> (BITS - min(BITS, max(8, n.bit_length() + 1)))
+        at = np.flatnonzero(np.bincount(top)[top] >= 2)
+        del top
+        at = at[np.argsort(key[at])]
+    else:
+        at = np.argsort(key)
+    # Sorted by key (any order within a bucket: every pair in it is compared), kept in buckets of
+    # 2..MAX_BUCKET.
+    kk = key[at]
+    start = np.flatnonzero(np.concatenate([[True], kk[1:] != kk[:-1]]))
+    length = np.diff(np.append(start, len(kk)))
+    rl = np.repeat(length, length)
+    keep = (rl >= 2) & (rl <= MAX_BUCKET)
+    at, kk, rl = at[keep], kk[keep], rl[keep].astype(np.uint8)
+    ids, sg = (at if ids is None else ids[at]).astype(np.int32), sig[at]
+    del at, start, length, keep
+    pi: list[np.ndarray] = []
+    pj: list[np.ndarray] = []
+    for o in range(1, MAX_BUCKET):
+        m = len(ids) - o
+        if m <= 0:
+            break
+        same = np.flatnonzero((kk[:m] == kk[o:]) & (rl[:m] > o))
+        if not len(same):
+            break
+        same = same[np.bitwise_count(sg[same] ^ sg[same + o]) <= MAX_DISTANCE]
+        pi.append(ids[same])
+        pj.append(ids[same + o])
+    z = np.zeros(0, np.int32)
+    return (np.concatenate(pi), np.concatenate(pj)) if pi else (z, z)
 
 
 def _gather(desc: np.ndarray, need: np.ndarray, owner: np.ndarray, slot: np.ndarray, bounds: list[int],
