@@ -16,7 +16,7 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 @dataclass(frozen=True)
 class TrainParams(Params):
     model: str = field(default="fer-vgg", metadata={"help": "network to train: " + ", ".join(MODELS), "choices": tuple(MODELS)})
-    epochs: int = field(default=40, metadata={"help": "epochs to train (the cosine schedule spans them; early stopping may end "
+    epochs: int = field(default=50, metadata={"help": "epochs to train (the cosine schedule spans them; early stopping may end "
                                                        "sooner); with --train-schedule plateau an interrupted run also "
                                                        "resumes with a raised value"})
     batch_size: int = field(default=128, metadata={"help": "images per training batch"})
