@@ -20,6 +20,7 @@ background, a crowd, a brick wall) reach dozens of consistent matches, but on a 
 from __future__ import annotations
 
 import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,8 @@ class Bank:
     """The packed keypoints of n images in fixed-width arrays (3,270 B an image, whatever the count):
     in memory, or memory-mapped from files under *folder* (the dataset step: nothing is held as
     Python objects, and ``release`` hands the pages read so far back to the kernel's cache, so that a
-    pass over 500k images' keypoints does not stay resident in the process)."""
+    pass over 500k images' keypoints does not stay resident in the process; ``get``, one image at
+    random places, reads the files without the map)."""
 
     def __init__(self, n: int, folder: Path | None = None) -> None:
         shapes = {"desc": ((n, N_FEATURES, DESC), np.uint8), "xy": ((n, N_FEATURES, 2), np.uint8),
@@ -114,6 +116,9 @@ class Bank:
         arrays = {k: self._mapped(folder / f"{k}.u8", s, t) if folder is not None and n else np.zeros(s, t)
                   for k, (s, t) in shapes.items()}
         self.desc, self.xy, self.count, self.size = arrays["desc"], arrays["xy"], arrays["count"], arrays["size"]
+        # ``get`` reads one image's keypoints with pread, not through the map: read at random places, a
+        # mapping maps whole page-cache folios (megabytes) per fault, and verification reads at random.
+        self._fds = [os.open(folder / f"{k}.u8", os.O_RDONLY) for k in ("desc", "xy")] if folder is not None and n else []
 
     def _mapped(self, path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         """A zeroed array of *shape* on the file *path*, shared-mapped (a plain ndarray view: numpy's
@@ -156,7 +161,16 @@ class Bank:
         if not k:
             return None
         w, h = self.size[i].tolist()
-        return Packed((w, h), self.xy[i, :k].astype(np.float32) * STEP, np.asarray(self.desc[i, :k]))
+        if not self._fds:
+            return Packed((w, h), self.xy[i, :k].astype(np.float32) * STEP, np.asarray(self.desc[i, :k]))
+        desc, xy = np.empty((k, DESC), np.uint8), np.empty((k, 2), np.uint8)
+        os.preadv(self._fds[0], [desc.data], i * N_FEATURES * DESC)
+        os.preadv(self._fds[1], [xy.data], i * N_FEATURES * 2)
+        return Packed((w, h), xy.astype(np.float32) * STEP, desc)
+
+    def __del__(self) -> None:
+        for fd in getattr(self, "_fds", ()):
+            os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -342,6 +342,9 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
     big.release()
     assert mapped_kb(tmp_path / "big" / "desc.u8") == 0
     assert np.array_equal(big.get(1999).desc, dupverify.unpack(blobs[1999 % 3]).desc)  # type: ignore[union-attr]
+    desc0 = dupverify.unpack(blobs[0]).desc  # type: ignore[union-attr]
+    assert all(np.array_equal(big.get(i).desc, desc0) for i in range(0, 2000, 3))  # type: ignore[union-attr]
+    assert mapped_kb(tmp_path / "big" / "desc.u8") == 0  # get reads the file, not the map (verification reads at random)
     mapped.release()
     assert all(np.array_equal(mapped.get(i).desc, dupverify.unpack(b).desc) for i, b in enumerate(blobs))  # type: ignore[union-attr]
     monkeypatch.setattr(dupindex, "CHUNK", 1)
