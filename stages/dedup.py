@@ -195,14 +195,15 @@ def candidates(metrics: Sequence[dict[str, Any]], p: DedupParams) -> tuple[np.nd
             keep = i != j
             found.append((np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep], np.full(int(keep.sum()), v)))
     if not found:
-        z = np.zeros(0, np.int64)
-        return z, z, z, z
+        z = np.zeros(0, np.int32)
+        return z, z, z.astype(np.int16), z.astype(np.int8)
     a, b, d, v = (np.concatenate(x) for x in zip(*found, strict=True))
     order = np.lexsort((v, d, b, a))
     a, b, d, v = a[order], b[order], d[order], v[order]
     first = np.ones(len(a), bool)
     first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    return a[first], b[first], d[first], v[first]
+    # Compact: 11 bytes a pair, not 32 (tens of millions of pairs on a 500k collection of near copies).
+    return a[first].astype(np.int32), b[first].astype(np.int32), d[first].astype(np.int16), v[first].astype(np.int8)
 
 
 def nearest(a: np.ndarray, b: np.ndarray, d: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -240,10 +241,10 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         if p.verify and p.keypoints and bank is not None:
             # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
             ka, kb, shared = dupindex.keypoint_pairs(bank.desc, bank.count, bank.release)
-            new = ~np.isin(ka * n + kb, a * n + b)
-            a, b = np.concatenate([a, ka[new]]), np.concatenate([b, kb[new]])
-            d = np.concatenate([d, MAX_RADIUS + 1 + np.maximum(0, dupindex.INDEXED - shared[new])])
-            v = np.concatenate([v, np.full(int(new.sum()), KEYPOINTS)])
+            new = ~np.isin(ka * n + kb, a.astype(np.int64) * n + b)
+            a, b = np.concatenate([a, ka[new].astype(a.dtype)]), np.concatenate([b, kb[new].astype(b.dtype)])
+            d = np.concatenate([d, (MAX_RADIUS + 1 + np.maximum(0, dupindex.INDEXED - shared[new])).astype(d.dtype)])
+            v = np.concatenate([v, np.full(int(new.sum()), KEYPOINTS, v.dtype)])
         direct = d <= p.radius
         check = ~direct & (v != FLIP) & nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
         todo = np.flatnonzero(check).tolist()

@@ -157,6 +157,7 @@ class Bank:
         self.desc[i, :k] = p.desc[:k]
 
     def get(self, i: int) -> Packed | None:
+        i = int(i)  # a numpy int32 index would overflow in the file offset
         k = int(self.count[i])
         if not k:
             return None
