@@ -27,9 +27,11 @@ import io
 import multiprocessing as mp
 import os
 import tempfile
+import threading
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,24 @@ def _status_mb(field: str) -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith(field)) / 1024
 
 
+@contextmanager
+def _anon_peak(every: float) -> Iterator[list[float]]:
+    """Samples this process's anonymous resident memory every *every* s while the block runs; the
+    yielded list holds the peak in MB (read it after the block)."""
+    peak = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every):
+            peak[0] = max(peak[0], _status_mb("RssAnon"))
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        yield peak
+    finally:
+        done.set()
+
+
 def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000) -> None:
     """A workspace holding the dedup stage's parts for *n* images: the pHashes of ``hash_set`` (FER2013
     faces and variants of them) and, as each row's blob, 96 random keypoints (the size a photo's take;
@@ -191,7 +211,6 @@ def _step_child(work: str, conn: Any) -> None:
     """In a fresh process: the records as the runner hands them (JSON metrics parsed), then the dedup
     stage's dataset step; sends (records MB, wall s, CPU s, peak MB, peak anonymous MB, duplicates)."""
     import json
-    import threading
 
     from manifests.store import Store
 
@@ -200,18 +219,10 @@ def _step_child(work: str, conn: Any) -> None:
     records = [{"key": r["key"], "source": r["key"], "file": r["key"], "label": "happy", "group": "", "meta": {},
                 "metrics": json.loads(r["metrics"])} for r in Store(work_path).read_stage("dedup")]
     base = _status_mb("VmRSS")
-    peak_anon = [0.0]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.02):
-            peak_anon[0] = max(peak_anon[0], _status_mb("RssAnon"))
-
-    threading.Thread(target=watch, daemon=True).start()
-    t0, c0 = time.perf_counter(), time.process_time()
-    outs = list(Dedup(DedupParams()).run(records, work_path))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    done.set()
+    with _anon_peak(0.02) as peak_anon:
+        t0, c0 = time.perf_counter(), time.process_time()
+        outs = list(Dedup(DedupParams()).run(records, work_path))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     conn.send((base, wall, cpu, _peak_mb(), peak_anon[0], sum(o.status != "kept" for o in outs)))
 
 
@@ -233,8 +244,6 @@ def _index_child(folder: str, n: int, conn: Any) -> None:
     fifth image is a copy of another whose indexed descriptors are a third noisy copies (0-39 bits
     flipped) of the other's, then ``dupindex.keypoint_pairs`` on it; sends (CPU s, wall s, peak
     resident MB of the call, peak anonymous MB, pairs found, planted pairs, planted pairs found)."""
-    import threading
-
     from stages import dupindex
 
     rng = np.random.default_rng(0)
@@ -258,18 +267,10 @@ def _index_child(folder: str, n: int, conn: Any) -> None:
         bank.release()
     with open("/proc/self/clear_refs", "w") as fh:  # VmHWM from here on
         fh.write("5")
-    peak_anon = [0.0]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.01):
-            peak_anon[0] = max(peak_anon[0], _status_mb("RssAnon"))
-
-    threading.Thread(target=watch, daemon=True).start()
-    t0, c0 = time.perf_counter(), time.process_time()
-    a, b, _ = dupindex.keypoint_pairs(bank.desc, bank.count, bank.release)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    done.set()
+    with _anon_peak(0.01) as peak_anon:
+        t0, c0 = time.perf_counter(), time.process_time()
+        a, b, _ = dupindex.keypoint_pairs(bank.desc, bank.count, bank.release)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     found = set((a * n + b).tolist())
     planted = set((np.minimum(src, dst) * n + np.maximum(src, dst)).tolist())
     conn.send((cpu, wall, _peak_mb(), peak_anon[0], len(found), len(planted), len(planted & found)))

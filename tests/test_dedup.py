@@ -356,6 +356,13 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
     assert (0, 1) in list(zip(pairs[0][0], pairs[0][1], strict=True))  # the crop shares keypoints with its photo
     assert dupverify.verify(mapped.get(0), mapped.get(1)).proves(8, 0.1)
     assert dupverify.Bank.of([b"", blobs[2]]).get(0) is None
+    # Past 2 GiB of descriptors (sparse files): an image index as the int32 the dedup candidates
+    # carry still reads the right place.
+    (tmp_path / "huge").mkdir()
+    huge = dupverify.Bank(800_000, tmp_path / "huge")
+    huge.put(799_999, blobs[1])
+    got = huge.get(np.arange(800_000, dtype=np.int32)[-1])
+    assert got is not None and np.array_equal(got.desc, dupverify.unpack(blobs[1]).desc)  # type: ignore[union-attr]
 
 
 def _keypoint_pairs_by_brute_force(desc: np.ndarray, count: np.ndarray) -> tuple[list[int], list[int], list[int]]:
