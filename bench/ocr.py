@@ -38,7 +38,7 @@ import numpy as np
 
 from pipeline.executor import pin_threads
 from stages.base import Context, Item
-from stages.images import Decoded, encode_jpeg
+from stages.images import Decoded, View, encode_jpeg
 from stages.ocr import Ocr, OcrParams
 from stages.text import ENGINES, missing
 
@@ -140,7 +140,7 @@ def run(shared: Path, engines: list[str], repeat: int) -> list[Result]:
         on_face = Ocr(OcrParams(engine=name, where="face"))
         on_face.ensure_setup()
         for file, crop in crops:
-            out = on_face.process(Item(file, file, file), Decoded.from_bytes(b""), Context(Path("."), view=crop))
+            out = on_face.process(Item(file, file, file), Decoded.from_bytes(b""), Context(Path("."), view=View(crop)))
             if out.status == "rejected":
                 results[name].crops_rejected.append(file)
     stages["baseline"] = lambda im: baseline_rejects(im.full())

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from stages.base import Context, Item
-from stages.images import Decoded
+from stages.images import Decoded, View
 from stages.quality import CHECKS, Quality, QualityParams, scores
 
 SCORES = ("sharpness", "bright_p5", "bright_p95", "brightness", "contrast", "entropy", "chroma", "face_px", "detail_px")
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t_decode = time.perf_counter() - t0
         t0 = time.perf_counter()
         if name.startswith("faces"):  # handed on by crop: the cut itself is the view
-            metrics = [dict(stage.process(Item(k, "", ""), d, Context(Path("."), d.full())).metrics) for (k, _), d in zip(images, decoded, strict=True)]
+            metrics = [dict(stage.process(Item(k, "", ""), d, Context(Path("."), View(d.full()))).metrics) for (k, _), d in zip(images, decoded, strict=True)]
         else:
             metrics = [dict(stage.process(Item(k, "", ""), d, Context(Path("."))).metrics) for (k, _), d in zip(images, decoded, strict=True)]
         t_score = time.perf_counter() - t0

@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-import numpy as np
-
 from manifests.keys import key_to_relpath
 from manifests.schema import FAILED, KEPT, REJECTED, STATUSES, check_reason
-from stages.images import Decoded
+from stages.images import Decoded, View
 
 
 class ConfigError(ValueError):
@@ -77,7 +75,7 @@ class Outcome:
     detail: str = ""
     artifact: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict)
-    view: np.ndarray | None = field(default=None, compare=False, repr=False)
+    view: View | None = field(default=None, compare=False, repr=False)
     blob: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
@@ -106,7 +104,7 @@ class Context:
     """
 
     work: Path
-    view: np.ndarray | None = None
+    view: View | None = None
     upstream: Mapping[str, Outcome] = field(default_factory=dict)
 
     def artifact_path(self, folder: str, key: str, suffix: str) -> tuple[Path, str]:
@@ -167,8 +165,9 @@ class Stage(Generic[P]):
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome | list[Outcome]:
         raise NotImplementedError(f"{self.name} has no per-item step")
 
-    def restore(self, item: Item, outcome: Outcome, ctx: Context) -> np.ndarray | None:
-        """Rebuild the ``view`` this stage handed on, from its stored outcome (on resume)."""
+    def restore(self, item: Item, image: Decoded, outcome: Outcome, ctx: Context) -> View | None:
+        """Rebuild the ``view`` this stage handed on, from its stored outcome and the item's image (on
+        resume): the same pixels as ``process`` handed on."""
         return None
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:

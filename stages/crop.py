@@ -22,7 +22,7 @@ import numpy as np
 
 from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
 from stages.detectors import DETECTORS, Face, create, missing
-from stages.images import Decoded, atomic_write, encode_jpeg, to_gray, to_rgb
+from stages.images import Decoded, View, atomic_write, encode_jpeg, to_gray, to_rgb
 
 DEFAULT_DETECTOR = "cascade"
 POLICIES = ("largest", "reject", "all")
@@ -115,18 +115,23 @@ class Crop(Stage[CropParams]):
 
     def _save(self, key: str, full: np.ndarray, face: Face, n: int, p: CropParams, ctx: Context) -> Outcome:
         cut, angle = cut_face(full, face, p)
-        data = encode_jpeg(cut, p.quality)
         path, rel = ctx.artifact_path("faces", key, ".jpg")
-        atomic_write(path, data)
-        # Hand on the decoded JPEG, not the array: a resumed run (restore) sees the same pixels.
-        view = Decoded.from_bytes(data).full()
-        metrics = face_metrics(face, n) | {"angle": angle, "width": int(view.shape[1]), "height": int(view.shape[0])}
-        return Outcome(key, artifact=rel, metrics=metrics, view=view)
+        atomic_write(path, encode_jpeg(cut, p.quality))
+        # The exact cut (cut_box, angle) is stored, so restore cuts the same pixels again from the source.
+        metrics = face_metrics(face, n) | {"angle": angle, "width": int(cut.shape[1]), "height": int(cut.shape[0]),
+                                           "cut_box": [float(v) for v in face.box]}
+        # The stages after crop see the cut itself: decoding the saved JPEG back cost as much as cutting.
+        return Outcome(key, artifact=rel, metrics=metrics, view=View(cut))
 
-    def restore(self, item: Item, outcome: Outcome, ctx: Context) -> np.ndarray | None:
-        # A face file deleted from the workspace fails the shard loudly rather than letting later
-        # stages look at something else.
-        return Decoded((ctx.work / outcome.artifact).read_bytes).full()
+    def restore(self, item: Item, image: Decoded, outcome: Outcome, ctx: Context) -> View | None:
+        face_file = ctx.work / outcome.artifact
+        if not face_file.is_file():  # fail the shard loudly rather than let later stages see a face the workspace lacks
+            raise FileNotFoundError(f"{face_file} (the face crop of {outcome.key}) is missing from the workspace")
+        m = outcome.metrics
+        if "cut_box" not in m:  # cut by a version that handed on the decoded face file
+            return View(Decoded(face_file.read_bytes).full())
+        cut, _ = cut_face(image.full(), Face(tuple(m["cut_box"]), 0.0), self.params, angle=float(m["angle"]))
+        return View(cut)
 
 
 def find_faces(detector: Any, image: Decoded, item: Item, side: int = 0) -> tuple[list[Face], tuple[int, ...]]:
@@ -189,13 +194,15 @@ def eye_angle(face: Face) -> float:
     return math.degrees(math.atan2(ry - ly, rx - lx)) if rx != lx or ry != ly else 0.0
 
 
-def cut_face(full: np.ndarray, face: Face, p: CropParams) -> tuple[np.ndarray, float]:
-    """The face cut from *full* per the parameters, and the rotation applied (degrees)."""
+def cut_face(full: np.ndarray, face: Face, p: CropParams, angle: float | None = None) -> tuple[np.ndarray, float]:
+    """The face cut from *full* per the parameters, and the rotation applied (degrees); *angle*: the
+    rotation to apply instead of the eye tilt (a cut made again from its stored angle)."""
     import cv2
 
     img_h, img_w = full.shape[:2]
     cx, cy, w, h = region(face, p, img_w, img_h)
-    angle = round(eye_angle(face), 2) if p.align else 0.0
+    if angle is None:
+        angle = round(eye_angle(face), 2) if p.align else 0.0
     ow, oh = max(1, round(w)), max(1, round(h))
     if abs(angle) < 0.5:  # not worth resampling: cut the pixels as they are
         angle = 0.0

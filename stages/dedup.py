@@ -48,7 +48,7 @@ import numpy as np
 from manifests.store import Store
 from stages import dupindex, dupverify
 from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
-from stages.images import Decoded, shrink, to_gray
+from stages.images import Decoded, to_gray
 from stages.phash import components, hamming, near_pairs, phash, pixel_hash, unhex
 
 log = logging.getLogger(__name__)
@@ -336,14 +336,14 @@ class Dedup(Stage[DedupParams]):
 
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome:
         if ctx.view is not None:
-            size = (ctx.view.shape[1], ctx.view.shape[0])
-            pixels = shrink(ctx.view, HASH_SIDE)
+            size = ctx.view.size
+            pixels = ctx.view.at_most(HASH_SIDE)
             # "Largest" means the most source pixels on the face, whatever size crop saved it at.
             crop = ctx.upstream.get("crop")
             box = crop.metrics if crop is not None else {}
             area = int(box.get("box_w", size[0])) * int(box.get("box_h", size[1]))
             extra = frame_hashes(image.at_most(HASH_SIDE))
-            detailed = shrink(ctx.view, dupverify.SIDE)
+            detailed = ctx.view.at_most(dupverify.SIDE)
         else:
             pixels, size = image.at_most(HASH_SIDE), image.size
             area = size[0] * size[1]

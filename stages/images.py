@@ -265,6 +265,43 @@ class Decoded:
             raise DecodeError("decode_error", f"{type(e).__name__}: {e}") from None
 
 
+#: The reduced copies of a handed-on ``View`` up to this side are all made from one copy at this side
+#: (the largest any stage after crop asks for: dedup's keypoints).
+VIEW_BASE = 512
+
+
+class View:
+    """The image one stage hands to the stages after it in the same pass (crop's face), with its
+    reduced copies made once and shared: text search, scores, hashes and keypoints each ask for one.
+
+    Copies up to ``VIEW_BASE`` px are reduced from one ``VIEW_BASE`` px copy (so the 256 px copy
+    quality and dedup share halves it exactly), larger ones from the pixels; a pure function of the
+    pixels and the side, whatever was asked before.
+    """
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.pixels = pixels
+        self._copies: dict[int, np.ndarray] = {}
+        self._blocks: dict[int, np.ndarray] = {}
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height."""
+        h, w = self.pixels.shape[:2]
+        return w, h
+
+    def at_most(self, side: int) -> np.ndarray:
+        """The pixels with the longer side at most *side* (area averaging; never enlarged)."""
+        if max(self.size) <= side:
+            return self.pixels
+        got = self._copies.get(side)
+        if got is None:
+            base = self.at_most(VIEW_BASE) if side < VIEW_BASE else self.pixels
+            with timed("reduce"):
+                got = self._copies[side] = shrink(base, side, self._blocks if base is self.pixels else None)
+        return got
+
+
 #: Reductions first average whole blocks down to about this longer side (or the asked side, when
 #: larger), then area-resize the small result: every copy of one image up to 640 px shares the
 #: block-averaged one (detection, text search, scores and hashes, thumbnails ask for 160-640 px).

@@ -32,7 +32,7 @@ import numpy as np
 
 from stages.base import ConfigError, Context, Item, Outcome, Stage, register
 from stages.base import Params as StageParams
-from stages.images import Decoded, shrink, to_rgb
+from stages.images import Decoded, to_rgb
 from stages.text import ENGINES, TextReader, TextRegion, covered_fraction, create, missing
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ class Ocr(Stage[OcrParams]):
     def _copy(image: Decoded, ctx: Context, where: str, side: int) -> tuple[np.ndarray, tuple[int, int]]:
         """The RGB copy to look at (longer side at most *side*) and the (w, h) of the full-resolution image."""
         if where == "face" and ctx.view is not None:
-            view = ctx.view
-            return to_rgb(shrink(view, side)), (view.shape[1], view.shape[0])
+            return to_rgb(ctx.view.at_most(side)), ctx.view.size
         return to_rgb(image.at_most(side)), image.size
 
     def _read(self, reader: TextReader, image: Decoded, ctx: Context, where: str, shape: tuple[int, ...],

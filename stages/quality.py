@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from stages.base import Context, Item, Outcome, Params, Stage, register
-from stages.images import Decoded, shrink, to_gray
+from stages.images import Decoded, to_gray
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,8 @@ class Quality(Stage[QualityParams]):
         crop = ctx.upstream.get("crop")
         cm: Mapping[str, Any] = crop.metrics if crop is not None else {}
         if ctx.view is not None:
-            face = (int(cm.get("box_w", ctx.view.shape[1])), int(cm.get("box_h", ctx.view.shape[0])))
-            pixels = shrink(ctx.view, SIDE)
+            face = (int(cm.get("box_w", ctx.view.size[0])), int(cm.get("box_h", ctx.view.size[1])))
+            pixels = ctx.view.at_most(SIDE)
         else:
             pixels, face = image.at_most(SIDE), image.size
         small = _at_sharp_side(to_gray(pixels))

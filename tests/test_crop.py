@@ -159,14 +159,23 @@ def test_minimum_face_size_in_px_and_fraction(shared: Path, res10: Crop, tmp_pat
 
 def test_grayscale_size_margin_square_and_the_handed_on_view(shared: Path, res10: Crop, tmp_path: Path) -> None:
     path = shared / "faces/presence/fr_obama.jpg"
-    small = crop(stage(size=48, grayscale=True), path, tmp_path)
+    gray48 = stage(size=48, grayscale=True)
+    small = crop(gray48, path, tmp_path)
     assert isinstance(small, Outcome) and small.artifact == "images/faces/fr_obama.jpg"
     with Image.open(tmp_path / small.artifact) as im:
         assert im.format == "JPEG" and im.mode == "L" and im.size == (48, 48)
-    assert small.view is not None and small.view.shape == (48, 48)
+    assert small.view is not None and small.view.pixels.shape == (48, 48)
     assert (small.metrics["width"], small.metrics["height"]) == (48, 48)
-    # The view is the saved file's pixels, so a resumed run (restore) hands on the same image.
-    np.testing.assert_array_equal(res10.restore(Item("fr_obama.jpg", "", ""), small, Context(tmp_path)), small.view)
+    with Image.open(tmp_path / small.artifact) as im:  # the view is the cut the saved file encodes
+        assert np.abs(np.asarray(im, np.float32) - small.view.pixels).mean() < 2
+    # A resumed run (restore) cuts the same pixels again from the source, rotation included.
+    assert small.metrics["angle"] != 0
+    restored = gray48.restore(Item("fr_obama.jpg", "", ""), Decoded.from_bytes(path.read_bytes()), small, Context(tmp_path))
+    assert restored is not None
+    np.testing.assert_array_equal(restored.pixels, small.view.pixels)
+    (tmp_path / small.artifact).unlink()
+    with pytest.raises(FileNotFoundError):  # a face file gone from the workspace stops the shard, loudly
+        gray48.restore(Item("fr_obama.jpg", "", ""), Decoded.from_bytes(path.read_bytes()), small, Context(tmp_path))
 
     tight = crop(stage(margin=0.0, square=False), path, tmp_path)
     _, _, w, h = box(tight)  # type: ignore[arg-type]
@@ -174,7 +183,7 @@ def test_grayscale_size_margin_square_and_the_handed_on_view(shared: Path, res10
     wide = crop(stage(margin=0.25, square=True), path, tmp_path)
     side = round(max(w, h) * 1.5)
     assert abs(wide.metrics["width"] - side) <= 1 and wide.metrics["width"] == wide.metrics["height"]  # type: ignore[union-attr]
-    assert wide.view is not None and wide.view.ndim == 3
+    assert wide.view is not None and wide.view.pixels.ndim == 3
     rect = crop(stage(size=100, square=False, margin=0.0), path, tmp_path)
     assert max(rect.metrics["width"], rect.metrics["height"]) == 100  # type: ignore[union-attr]
 

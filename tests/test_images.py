@@ -136,6 +136,23 @@ def test_reduced_copy_from_full_pixels_costs_no_second_decode(shared) -> None:
     assert np.abs(decode(data).at_most(333).astype(float) - small).mean() < 3
 
 
+def test_view_copies_are_made_once_and_do_not_depend_on_what_was_asked_before(shared) -> None:
+    from stages.images import VIEW_BASE, View, shrink
+
+    full = decode((shared / "faces/presence/fr_obama.jpg").read_bytes()).full()
+    face = np.ascontiguousarray(np.tile(full, (2, 2, 1))[:1100, :1100])  # a square bigger than the base side
+    base = shrink(face, VIEW_BASE)
+    first, second = View(face), View(face)
+    small = first.at_most(256)
+    assert np.array_equal(small, shrink(base, 256)) and small.shape == (256, 256, 3)  # half the base copy
+    assert first.at_most(256) is small  # quality and dedup share one copy
+    for side in (800, 512, 320):  # asked in another order: the same pixels
+        assert np.array_equal(second.at_most(side), first.at_most(side))
+    assert np.array_equal(second.at_most(256), small)
+    assert np.array_equal(first.at_most(800), shrink(face, 800))  # above the base: from the pixels
+    assert first.at_most(5000) is face and first.size == (1100, 1100)  # never enlarged
+
+
 @pytest.mark.parametrize(("h", "w", "side"), [(3000, 4000, 400), (3000, 4000, 480), (1081, 1917, 256), (50, 40, 60), (7, 1000, 100)])
 def test_shrink_keeps_the_aspect_and_never_enlarges(h: int, w: int, side: int) -> None:
     from stages.images import shrink

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stages.base import Context, Item
-from stages.images import Decoded, encode_jpeg
+from stages.images import Decoded, View, encode_jpeg
 from stages.ocr import Ocr, OcrParams
 from stages.text import ENGINES, create, missing
 from stages.text.base import register
@@ -78,7 +78,7 @@ def test_face_crop_is_looked_at_when_crop_handed_one_on(shared: Path) -> None:
     path = shared / "text" / "images" / "mg_render_43_sparta.png"
     full = Decoded.from_bytes(path.read_bytes()).full()
     face = full[: int(full.shape[0] * 0.7), 300:900]  # the head, above the caption
-    out = look(stage, path, view=face)
+    out = look(stage, path, view=View(face))
     assert out.status == "kept" and out.metrics["text_where"] == "face", out
     # No crop before ocr: it falls back to the whole image, and says so.
     whole = look(stage, path)
