@@ -112,7 +112,7 @@ class Predictor:
         with quiet_native_stderr():
             self.model = keras.models.load_model(model_file, compile=False)
         self.labels: list[str] = json.loads(labels_file.read_text(encoding="utf-8"))
-        self.flip = test_flip(model_file.with_name("metrics.json"))
+        self.flip, self.shift = scoring_views(model_file.with_name("metrics.json"))
         h, w, c = (int(v) for v in self.model.input_shape[1:])
         self.shape = (h, w, c)
         self.crop = crop_settings(model_file.parent, detector)
@@ -141,7 +141,7 @@ class Predictor:
         if not faces:
             return []
         batch = [model_input(rgb if self.whole else cut_face(rgb, f, self.crop)[0], self.shape) for f in faces]
-        probs = predict_arrays(self.model, np.stack(batch), flip=self.flip)
+        probs = predict_arrays(self.model, np.stack(batch), flip=self.flip, shift=self.shift)
         out = []
         for f, p in zip(faces, probs, strict=True):
             i = int(p.argmax())
@@ -151,13 +151,15 @@ class Predictor:
         return out
 
 
-def test_flip(metrics: Path) -> bool:
-    """Whether the model was scored with its mirror images averaged in (its metrics.json says so);
-    predict does the same, so its probabilities are the ones the reported accuracy measured."""
+def scoring_views(metrics: Path) -> tuple[bool, int]:
+    """The test-time views the model was scored with (its metrics.json says: the mirror image, shifted
+    copies); predict averages over the same, so its probabilities are the ones the reported accuracy
+    measured. (False, 0) when metrics.json is missing or unreadable."""
     try:
-        return bool(json.loads(metrics.read_text(encoding="utf-8")).get("params", {}).get("test_flip", False))
-    except (OSError, ValueError, AttributeError):
-        return False
+        params = json.loads(metrics.read_text(encoding="utf-8")).get("params", {})
+        return bool(params.get("test_flip", False)), max(0, int(params.get("test_shift", 0)))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False, 0
 
 
 def open_capture(what: int | str) -> Any:

@@ -314,6 +314,37 @@ def test_test_flip_averages_each_image_with_its_mirror() -> None:
     assert np.allclose(predict_arrays(model, sym, flip=True), predict_arrays(model, sym), atol=1e-5)
 
 
+@pytest.mark.slow
+def test_test_shift_averages_over_shifted_copies_with_reflected_borders() -> None:
+    from stages import models
+
+    model = models.build("fer-small", 3, seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (4, 48, 48, 1), dtype=np.uint8)
+    pad = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    moved = [pad[:, 2 + dy:50 + dy, 2 + dx:50 + dx] for dy, dx in ((0, 0), (0, -2), (0, 2), (-2, 0), (2, 0))]
+    assert np.array_equal(moved[1][:, :, 2:], x[:, :, :-2])  # content moved 2 px right; the border reflected
+    assert np.array_equal(moved[1][:, :, :2], x[:, :, 2:0:-1])
+    each = [predict_arrays(model, v.copy()) for v in moved]
+    assert not np.allclose(each[0], each[1], atol=1e-4)  # the shift changes what the model sees
+    assert np.allclose(predict_arrays(model, x, shift=2, batch=3), sum(each) / 5, atol=1e-5)
+    mirrored = [predict_arrays(model, v[:, :, ::-1].copy()) for v in moved]
+    assert np.allclose(predict_arrays(model, x, flip=True, shift=2), (sum(each) + sum(mirrored)) / 10, atol=1e-5)
+
+
+def test_predict_reads_the_test_views_the_model_was_scored_with(tmp_path: Path) -> None:
+    from pipeline.predict import scoring_views
+
+    metrics = tmp_path / "metrics.json"
+    assert scoring_views(metrics) == (False, 0)  # no metrics.json: the plain prediction
+    metrics.write_text(json.dumps({"params": {"test_flip": True}}))
+    assert scoring_views(metrics) == (True, 0)  # a model trained before the shift existed
+    metrics.write_text(json.dumps({"params": {"test_flip": True, "test_shift": 1}}))
+    assert scoring_views(metrics) == (True, 1)
+    metrics.write_text("{not json")
+    assert scoring_views(metrics) == (False, 0)
+
+
 def test_predict_folder_of_cropped_faces_with_detector_none(trained: Path, cli, tmp_path: Path) -> None:
     make_set(tmp_path / "faces", per_class=3, seed=11)
     code, out, err = cli("predict", "--model", trained / "model", tmp_path / "faces", "--detector", "none")

@@ -123,7 +123,7 @@ def records_from_manifest(work: Path) -> list[dict[str, Any]]:
 
 #: Parameters that never change what an epoch computes: a resume point stays valid across them
 #: (raising ``epochs`` continues an interrupted run with a bigger budget).
-NOT_FINGERPRINTED = ("threads", "epochs", "test_flip")
+NOT_FINGERPRINTED = ("threads", "epochs", "test_flip", "test_shift")
 
 
 def _fingerprint(params: TrainParams, labels: list[str], samples: list[train_data.Sample]) -> str:
@@ -274,9 +274,10 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
     return TrainResult({s.key: s.split for s in p.samples}, metrics, out)
 
 
-def predict_arrays(model: Any, x: np.ndarray, batch: int = 512, *, flip: bool = False) -> np.ndarray:
-    """Class probabilities for uint8 images *x* (N, H, W, C), in order; with *flip*, the mean of each
-    image's and its mirror image's."""
+def predict_arrays(model: Any, x: np.ndarray, batch: int = 512, *, flip: bool = False, shift: int = 0) -> np.ndarray:
+    """Class probabilities for uint8 images *x* (N, H, W, C), in order: the mean over each image's
+    views. With *shift*, the image and four copies moved *shift* px left, right, up and down (borders
+    reflected, as the training augmentation fills them); with *flip*, each of those and its mirror image."""
     import keras
 
     n = len(x)
@@ -288,9 +289,20 @@ def predict_arrays(model: Any, x: np.ndarray, batch: int = 512, *, flip: bool = 
 
     parts = []
     for i in range(0, n, batch):
-        b = np.asarray(x[i:i + batch], np.float32)
-        parts.append((probs(b) + probs(b[:, :, ::-1])) / 2 if flip else probs(b))
+        views = view_batches(np.asarray(x[i:i + batch], np.float32), flip=flip, shift=shift)
+        parts.append(sum(probs(np.ascontiguousarray(v)) for v in views) / len(views))
     return np.concatenate(parts)
+
+
+def view_batches(b: np.ndarray, *, flip: bool, shift: int) -> list[np.ndarray]:
+    """The views of a batch (N, H, W, C) that ``predict_arrays`` averages over."""
+    out = [b]
+    if shift:
+        h, w = b.shape[1:3]
+        s = min(shift, h - 1, w - 1)
+        pad = np.pad(b, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect")
+        out += [pad[:, s + dy:s + dy + h, s + dx:s + dx + w] for dy, dx in ((0, -s), (0, s), (-s, 0), (s, 0))]
+    return out + [v[:, :, ::-1] for v in out] if flip else out
 
 
 def resolve_precision(keras: Any, precision: str) -> str:
@@ -347,14 +359,15 @@ def evaluate(model: Any, by_split: dict[str, list[train_data.Sample]], data: dic
         log.warning("train: no test split; the scores below are on val, which also chose the best epoch")
     items = by_split[split]
     x, y = data[split]
-    p = predict_arrays(model, x, flip=params.test_flip)
+    p = predict_arrays(model, x, flip=params.test_flip, shift=params.test_shift)
     pred = p.argmax(axis=1)
     res: dict[str, Any] = {"evaluated_on": split}
     res.update(train_eval.scores(train_eval.confusion(y, pred, len(labels)), labels))
     res["loss"] = round(float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()), 4) if len(y) else 0.0
     if split == "test":
         vx, vy = data["val"]
-        v = train_eval.scores(train_eval.confusion(vy, predict_arrays(model, vx, flip=params.test_flip).argmax(axis=1), len(labels)), labels)
+        vp = predict_arrays(model, vx, flip=params.test_flip, shift=params.test_shift)
+        v = train_eval.scores(train_eval.confusion(vy, vp.argmax(axis=1), len(labels)), labels)
         res["val"] = {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"], "count": v["count"]}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -49,6 +49,9 @@ class TrainParams(Params):
         "choices": PRECISIONS})
     test_flip: bool = field(default=True, metadata={
         "help": "score each face by the mean of its prediction and its mirror image's (evaluation here and predict)"})
+    test_shift: int = field(default=0, metadata={
+        "help": "also average each face's prediction over four copies moved this many pixels left, right, up and down "
+                "(with --train-test-flip, their mirror images too: 10 views; 0: off; evaluation here and predict)"})
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -56,7 +59,7 @@ class TrainParams(Params):
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "lr_patience", "max_items", "threads", "seed"):
+        for name in ("patience", "lr_patience", "max_items", "threads", "seed", "test_shift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.schedule not in SCHEDULES:
