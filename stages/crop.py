@@ -82,7 +82,7 @@ class CropParams(Params):
 class Crop(Stage[CropParams]):
     name = "crop"
     Params = CropParams
-    version = 1
+    version = 2  # 2: faces encoded by simplejpeg; the face handed on as cut
     columns = ("box_x", "box_y", "box_w", "box_h", "det_score", "n_faces")
     produces_file = True
     #: cuts from the full-resolution pixels, so its detection copy is reduced from them (pipeline.shard)
@@ -127,9 +127,7 @@ class Crop(Stage[CropParams]):
         face_file = ctx.work / outcome.artifact
         if not face_file.is_file():  # fail the shard loudly rather than let later stages see a face the workspace lacks
             raise FileNotFoundError(f"{face_file} (the face crop of {outcome.key}) is missing from the workspace")
-        m = outcome.metrics
-        if "cut_box" not in m:  # cut by a version that handed on the decoded face file
-            return View(Decoded(face_file.read_bytes).full())
+        m = outcome.metrics  # stored by this version (the stage's version is in every fingerprint)
         cut, _ = cut_face(image.full(), Face(tuple(m["cut_box"]), 0.0), self.params, angle=float(m["angle"]))
         return View(cut)
 

@@ -184,7 +184,7 @@ class Decoded:
         if self._full is None:
             if self._direct():
                 with timed("decode"):
-                    self._full = self._cv2_decode()
+                    self._full = self._direct_decode()
                 self._no_direct = self._full is None
             if self._full is None:
                 pil = self.pil()
@@ -193,24 +193,27 @@ class Decoded:
         return self._full
 
     def _direct(self) -> bool:
-        """Whether the pixels can be decoded straight into an array (OpenCV's libjpeg-turbo, the same
-        pixels as Pillow's): a complete RGB or gray JPEG. Copying a decoded 12 MP Pillow image into
-        an array costs half the decode; other files go through Pillow (modes, truncation errors)."""
+        """Whether the pixels can be decoded straight into an array (libjpeg-turbo through
+        simplejpeg, the same pixels as Pillow's): a complete RGB or gray JPEG. Copying a decoded 12 MP
+        Pillow image into an array costs half the decode; other files go through Pillow (modes,
+        truncation errors)."""
         return (not self._no_direct and self._pil is None and self.format == "JPEG" and self.header.mode in ("RGB", "L")
                 and self.data[-4096:].rstrip(b"\0").endswith(b"\xff\xd9"))
 
-    def _cv2_decode(self) -> np.ndarray | None:
+    def _direct_decode(self) -> np.ndarray | None:
+        """RGB (or gray) straight from libjpeg-turbo: no BGR->RGB pass over the pixels, as OpenCV's
+        decode needs (about 25% less CPU than ``cv2.imdecode`` and ``cvtColor`` at 12 MP)."""
         import cv2
+        import simplejpeg
 
-        flags = (cv2.IMREAD_COLOR if self.header.mode == "RGB" else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_IGNORE_ORIENTATION
         try:
-            a = cv2.imdecode(np.frombuffer(self.data, np.uint8), flags)
-        except cv2.error:
+            a = simplejpeg.decode_jpeg(self.data, colorspace="RGB" if self.header.mode == "RGB" else "GRAY")
+        except ValueError:
             return None
-        if a is None or a.shape[:2] != self.header.size[::-1]:
+        if a.shape[:2] != self.header.size[::-1]:
             return None  # Pillow decides what is wrong with it
-        if a.ndim == 3:
-            a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[:, :, 0]
         o = self.orientation
         if o in (5, 7):
             a = cv2.transpose(a)
@@ -370,12 +373,19 @@ def to_gray(a: np.ndarray) -> np.ndarray:
 
 
 def encode_jpeg(image: Image.Image | np.ndarray, quality: int) -> bytes:
-    """JPEG bytes (4:2:0, baseline) of a PIL image or an L/RGB array."""
-    im = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    buf = io.BytesIO()
+    """JPEG bytes (4:2:0, baseline, accurate DCT) of an L/RGB array or PIL image, by libjpeg-turbo
+    through simplejpeg: straight from the array, about half the time of handing it to Pillow (which
+    copies an RGB array into its own 4-byte pixels first) at the same quality (PSNR equal to 0.01 dB
+    at q40, 0.2% more bytes)."""
+    import simplejpeg
+
+    a = np.asarray(to_l_or_rgb(image)) if isinstance(image, Image.Image) else image
+    gray = a.ndim == 2 or a.shape[2] == 1
+    a = np.ascontiguousarray(a.reshape(*a.shape[:2], 1) if gray else a)
     with timed("encode"):
-        im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
+        data: bytes = simplejpeg.encode_jpeg(a, quality=quality, colorspace="GRAY" if gray else "RGB",
+                                             colorsubsampling="Gray" if gray else "420", fastdct=False)
+    return data
 
 
 def atomic_write(path: Path, data: bytes) -> None:
