@@ -382,8 +382,8 @@ def test_mixed_bfloat16_training_learns_and_saves_a_float32_model(trained: Path,
     with (work / "manifest.csv").open() as f:
         files = {r["key"]: r["file"] for r in csv.DictReader(f)}
     x = np.stack([np.asarray(Image.open(work / files[r["key"]]).convert("L"))[:, :, None] for r in rows]).astype(np.float32)
-    assert metrics["params"]["test_flip"] is True
-    probs = predict_arrays(model, x, flip=True)  # scored as metrics.json says: each face with its mirror
+    assert metrics["params"]["test_flip"] is True and metrics["params"]["test_shift"] == 1
+    probs = predict_arrays(model, x, flip=True, shift=1)  # scored as metrics.json says: shifted copies and mirrors
     agree = np.mean([LABELS[i] == r["predicted"] for i, r in zip(probs.argmax(axis=1), rows, strict=True)])
     assert agree >= 0.9, agree
 

@@ -49,7 +49,7 @@ class TrainParams(Params):
         "choices": PRECISIONS})
     test_flip: bool = field(default=True, metadata={
         "help": "score each face by the mean of its prediction and its mirror image's (evaluation here and predict)"})
-    test_shift: int = field(default=0, metadata={
+    test_shift: int = field(default=1, metadata={
         "help": "also average each face's prediction over four copies moved this many pixels left, right, up and down "
                 "(with --train-test-flip, their mirror images too: 10 views; 0: off; evaluation here and predict)"})
 
