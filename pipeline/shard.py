@@ -13,6 +13,7 @@ DCT-scaled decode: a function of the run's stages, so a resumed run sees the sam
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -61,15 +62,32 @@ def children(stored: Mapping[str, Outcome], key: str) -> list[Outcome]:
     return out
 
 
+#: Stages set up in this thread, one per stage class with the parameters it was set up for: every
+#: task ships its stages without their models (Stage.__getstate__), and loading them again for each
+#: shard (TensorFlow graphs traced, weights read) cost more than the shard's images on small runs.
+#: Per thread, not per process: a scheduler's worker may run tasks in threads, and models such as a
+#: TFLite interpreter must not be shared between them.
+_held = threading.local()
+
+
+def ready(stage: Stage) -> Stage:
+    """*stage*, or the set-up instance of its class and parameters this thread already holds."""
+    stages: dict[type, Stage] = _held.__dict__.setdefault("stages", {})
+    held = stages.get(type(stage))
+    if held is not None and held.params == stage.params:
+        return held
+    stage.ensure_setup()
+    stages[type(stage)] = stage  # the previous one's models go with it
+    return stage
+
+
 def run_shard(task: ShardTask) -> ShardResult:
     t0, clock0 = time.perf_counter(), CLOCK.copy()
     times: Counter[str] = Counter()
     if task.pin:
         pin_threads()
-    todo = [s for s in task.stages if s.name not in task.done]
-    for s in todo:
-        own_time(times, "setup", s.ensure_setup)
-    result = ShardResult(task.shard, {s.name: [] for s in todo})
+    task = dataclasses.replace(task, stages=[s if s.name in task.done else own_time(times, "setup", ready, s) for s in task.stages])
+    result = ShardResult(task.shard, {s.name: [] for s in task.stages if s.name not in task.done})
     from_full = reduce_from_full(task.stages)
     for item in task.items:
         for name, outs in run_item(item, task, from_full, times).items():

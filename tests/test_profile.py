@@ -86,3 +86,26 @@ def test_resumed_run_sees_the_same_reduced_pixels(shared: Path, tmp_path: Path, 
     a, b, c = ((tmp_path / w / "manifest.csv").read_bytes() for w in ("a", "b", "c"))
     assert a == b == c and a.count(b"\n") > 3
     assert b"sharpness" in a.split(b"\n")[0]  # scores of the face crops are part of what must match
+
+
+def test_a_worker_sets_each_stage_up_once_not_once_per_shard() -> None:
+    """Every task ships its stages without their models; the worker keeps the ones it set up."""
+    import pickle
+    import threading
+
+    from pipeline.shard import ready
+    from stages.crop import Crop, CropParams
+
+    def shipped(**kw: object) -> Crop:  # as a task arrives in a worker
+        return pickle.loads(pickle.dumps(Crop(CropParams(detector="haar", **kw))))  # type: ignore[arg-type]
+
+    first, second = shipped(), shipped()
+    assert ready(first) is first and hasattr(first, "detector")
+    assert ready(second) is first and not hasattr(second, "detector")  # the next shard's copy is never set up
+    other = shipped(margin=0.3)
+    assert ready(other) is other and ready(shipped()) is not first  # other parameters: set up anew, one held
+    in_thread: list[Crop] = []
+    t = threading.Thread(target=lambda: in_thread.append(ready(shipped())))
+    t.start()
+    t.join()
+    assert in_thread[0] is not first and in_thread[0] is not other  # models are never shared between threads
