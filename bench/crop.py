@@ -260,7 +260,7 @@ def decode_costs(gen: list[tuple[Path, Box, tuple[int, int]]], side: int, repeat
     out: dict[tuple[int, int], list[tuple[float, float, float, float]]] = {}
     for path, _, size in gen:
         raw = path.read_bytes()
-        small = encode_jpeg(Decoded.from_bytes(raw).pil(), quality)
+        small = encode_jpeg(Decoded.from_bytes(raw).full(), quality)
         row = []
         for data in (raw, small):
             best = float("inf")

@@ -122,7 +122,7 @@ def run_item(item: Item, task: ShardTask, from_full: list[bool], times: Counter[
             stored = task.done.get(stage.name)
             if stored is not None:
                 outs = children(stored, it.key)
-                outs = [dataclasses.replace(o, view=own_time(times, f"{stage.name} restore", stage.restore, it, image, o, ctx))
+                outs = [dataclasses.replace(o, view=own_time(times, f"{stage.name} restore", stage.restore, it, o, ctx))
                         if o.status == KEPT else o for o in outs]
             else:
                 outs = own_time(times, stage.name, _process, stage, it, image, ctx)

@@ -165,9 +165,9 @@ class Stage(Generic[P]):
     def process(self, item: Item, image: Decoded, ctx: Context) -> Outcome | list[Outcome]:
         raise NotImplementedError(f"{self.name} has no per-item step")
 
-    def restore(self, item: Item, image: Decoded, outcome: Outcome, ctx: Context) -> View | None:
-        """Rebuild the ``view`` this stage handed on, from its stored outcome and the item's image (on
-        resume): the same pixels as ``process`` handed on."""
+    def restore(self, item: Item, outcome: Outcome, ctx: Context) -> View | None:
+        """Rebuild the ``view`` this stage handed on, from its stored outcome (on resume): the same
+        pixels as ``process`` handed on."""
         return None
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:

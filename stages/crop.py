@@ -125,7 +125,7 @@ class Crop(Stage[CropParams]):
         metrics = face_metrics(face, n) | {"angle": angle, "width": view.size[0], "height": view.size[1]}
         return Outcome(key, artifact=rel, metrics=metrics, view=view)
 
-    def restore(self, item: Item, image: Decoded, outcome: Outcome, ctx: Context) -> View | None:
+    def restore(self, item: Item, outcome: Outcome, ctx: Context) -> View | None:
         # A face file deleted from the workspace fails the shard loudly rather than letting later
         # stages look at something else.
         return View(Decoded((ctx.work / outcome.artifact).read_bytes).full())

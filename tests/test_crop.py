@@ -169,12 +169,12 @@ def test_grayscale_size_margin_square_and_the_handed_on_view(shared: Path, res10
     with Image.open(tmp_path / small.artifact) as im:  # the view is the saved file's pixels ...
         np.testing.assert_array_equal(np.asarray(im), small.view.pixels)
     # ... so a resumed run (restore) hands on the same image.
-    restored = gray48.restore(Item("fr_obama.jpg", "", ""), Decoded.from_bytes(path.read_bytes()), small, Context(tmp_path))
+    restored = gray48.restore(Item("fr_obama.jpg", "", ""), small, Context(tmp_path))
     assert restored is not None
     np.testing.assert_array_equal(restored.pixels, small.view.pixels)
     (tmp_path / small.artifact).unlink()
     with pytest.raises(DecodeError):  # a face file gone from the workspace stops the shard, loudly
-        gray48.restore(Item("fr_obama.jpg", "", ""), Decoded.from_bytes(path.read_bytes()), small, Context(tmp_path))
+        gray48.restore(Item("fr_obama.jpg", "", ""), small, Context(tmp_path))
 
     tight = crop(stage(margin=0.0, square=False), path, tmp_path)
     _, _, w, h = box(tight)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stages.base import Context, Item
@@ -116,7 +117,7 @@ def test_subtitle_drawn_on_a_face_photo(shared: Path, ppocr_stage: Ocr) -> None:
     text = "we will be right back after this"
     draw.text(((w - draw.textlength(text, font=font)) / 2, h * 0.88), text, font=font, fill="white",
               stroke_width=3, stroke_fill="black")
-    subtitled = Decoded.from_bytes(encode_jpeg(im, 90))
+    subtitled = Decoded.from_bytes(encode_jpeg(np.asarray(im), 90))
     out = ppocr_stage.process(Item("s", "s", "s"), subtitled, Context(Path(".")))
     assert out.status == "rejected" and out.metrics["text_regions"] == 1, out
     x, y, bw, bh = out.metrics["text_boxes"][0]

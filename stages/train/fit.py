@@ -288,9 +288,10 @@ def predict_arrays(model: Any, x: np.ndarray, batch: int = 512, *, flip: bool = 
         return np.asarray(keras.ops.convert_to_numpy(model(b, training=False)), np.float32)
 
     k = (1 + 4 * (shift > 0)) * (1 + flip)  # views per image
+    step = max(1, batch // k)  # every view of a chunk in one call (one face: one call, not k)
     parts = []
-    for i in range(0, n, max(1, batch // k)):  # every view of a chunk in one call (one face: one call, not k)
-        p = probs(np.concatenate(view_batches(np.asarray(x[i:i + max(1, batch // k)], np.float32), flip=flip, shift=shift)))
+    for i in range(0, n, step):
+        p = probs(np.concatenate(view_batches(np.asarray(x[i:i + step], np.float32), flip=flip, shift=shift)))
         parts.append(p.reshape(k, -1, p.shape[-1]).mean(axis=0))
     return np.concatenate(parts)
 
