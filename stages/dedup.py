@@ -251,7 +251,12 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         # OpenCV's matching and fit release the GIL: threads use every core the driver has, a chunk of
         # pairs a task (a task per pair cost more in thread hand-offs than a verification).
         def prove(ks: list[int]) -> list[dupverify.Evidence]:
-            return [dupverify.verify(bank.get(a[k]), bank.get(b[k]), p.min_inliers) for k in ks]  # type: ignore[union-attr]
+            out, last, fa = [], -1, None
+            for k in ks:  # pairs come sorted by their first image: read it once for its run of pairs
+                if a[k] != last:
+                    last, fa = a[k], bank.get(a[k])  # type: ignore[union-attr]
+                out.append(dupverify.verify(fa, bank.get(b[k]), p.min_inliers))  # type: ignore[union-attr]
+            return out
 
         chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
         proofs: dict[int, dupverify.Evidence] = {}

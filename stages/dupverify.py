@@ -190,19 +190,40 @@ class Evidence:
                 and 1 / MAX_SCALE <= self.scale <= MAX_SCALE and abs(self.rotation) <= MAX_ROTATION)
 
 
-def _two_nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each descriptor of *a*: Hamming distances to its two nearest in *b*, and their indices."""
-    dist, idx = cv2.batchDistance(a, b, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2)
-    return dist, idx
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances (len(a) x len(b), int32) between two sets of 32-byte descriptors (faiss's
+    popcount kernel: ~7 us for 96 x 96, a tenth of OpenCV's two-nearest search over the same)."""
+    import faiss
+
+    a, b = np.ascontiguousarray(a, np.uint8), np.ascontiguousarray(b, np.uint8)
+    out = np.empty((len(a), len(b)), np.int32)
+    faiss.hammings(faiss.swig_ptr(a), faiss.swig_ptr(b), len(a), len(b), DESC, faiss.swig_ptr(out))  # type: ignore[attr-defined]
+    return out
 
 
-def matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (ia, ib) of mutual best matches between two descriptor sets (>= 2 each) that pass the ratio test both ways."""
-    dab, iab = _two_nearest(a, b)
-    dba, iba = _two_nearest(b, a)
+def _two_nearest(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of a distance matrix (>= 2 columns): the nearest column (the first of ties), its
+    distance and the second smallest distance."""
+    rows = np.arange(len(d))
+    best = d.argmin(axis=1)
+    first = d[rows, best]
+    rest = d.copy()
+    rest[rows, best] = np.iinfo(np.int32).max
+    return best, first, rest.min(axis=1)
+
+
+def matches(a: np.ndarray, b: np.ndarray, need: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Indices (ia, ib) of mutual best matches between two descriptor sets (>= 2 each) that pass the
+    ratio test both ways; None when fewer than *need* pass it from *a* to *b* (the way back can
+    only remove matches)."""
+    d = distances(a, b)
+    best, first, second = _two_nearest(d)
+    one_way = first < RATIO * second
+    if need and np.count_nonzero(one_way) < need:
+        return None
+    back, _, back_second = _two_nearest(d.T)
     ia = np.arange(len(a))
-    best = iab[:, 0]
-    ok = (iba[best, 0] == ia) & (dab[:, 0] < RATIO * dab[:, 1]) & (dab[:, 0] < RATIO * dba[best, 1])
+    ok = (back[best] == ia) & one_way & (first < RATIO * back_second[best])
     return ia[ok], best[ok]
 
 
@@ -210,12 +231,16 @@ def _hull_area(pts: np.ndarray) -> float:
     return float(cv2.contourArea(cv2.convexHull(pts.astype(np.float32)))) if len(pts) >= 3 else 0.0
 
 
-def verify(a: Packed | None, b: Packed | None, need: int = 3) -> Evidence:
-    """Evidence that *a* and *b* show the same picture (see the module doc); no fit is tried with
-    fewer than *need* matches (they could not make enough inliers)."""
+def verify(a: Packed | None, b: Packed | None, need: int = 0) -> Evidence:
+    """Evidence that *a* and *b* show the same picture (see the module doc). With *need*, a pair
+    that cannot reach that many inliers stops early: empty evidence when fewer than *need* matches
+    pass the first direction's ratio test, no fit with fewer than *need* matches."""
     if a is None or b is None or len(a.desc) < 2 or len(b.desc) < 2:
         return Evidence()
-    ia, ib = matches(a.desc, b.desc)
+    found = matches(a.desc, b.desc, need)
+    if found is None:
+        return Evidence()
+    ia, ib = found
     if len(ia) < max(3, need):
         return Evidence(len(ia))
     pa, pb = a.xy[ia], b.xy[ib]
