@@ -248,7 +248,8 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         direct = d <= p.radius
         check = ~direct & (v != FLIP) & nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
         todo = np.flatnonzero(check).tolist()
-        # OpenCV's matching and fit release the GIL: threads use every core the driver has, a chunk of
+        # OpenCV's fit releases the GIL: threads use every core the driver has where fits are the work
+        # (pairs of one photo); unrelated pairs stop early in small NumPy steps that hold it. A chunk of
         # pairs a task (a task per pair cost more in thread hand-offs than a verification).
         def prove(ks: list[int]) -> list[dupverify.Evidence]:
             out, last, fa = [], -1, None
