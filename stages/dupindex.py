@@ -23,6 +23,8 @@ from itertools import pairwise
 
 import numpy as np
 
+from stages.phash import unique, unique_counts
+
 INDEXED = 48
 TABLES = 10
 BITS = 24
@@ -93,16 +95,16 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
         del key, sig
         if pi:
             i, j = np.concatenate(pi).astype(np.int64), np.concatenate(pj).astype(np.int64)
-            need = np.unique(np.concatenate([i, j]))
+            need = unique(np.concatenate([i, j]))
             got = _gather(desc, need, owner, slot, bounds, release)
             near = np.bitwise_count(got[np.searchsorted(need, i)] ^ got[np.searchsorted(need, j)]).sum(axis=1) <= MAX_DISTANCE
             found.append(i[near] * n + j[near])
     if not found:
         return z, z, z
-    pairs = np.unique(np.concatenate(found))  # each descriptor pair once, whatever tables it met in
+    pairs = unique(np.concatenate(found))  # each descriptor pair once, whatever tables it met in
     oa, ob = owner[pairs // n].astype(np.int64), owner[pairs % n].astype(np.int64)
     img = np.minimum(oa, ob) * n_img + np.maximum(oa, ob)
-    uniq, shared = np.unique(img, return_counts=True)
+    uniq, shared = unique_counts(img)
     ok = shared >= MIN_SHARED
     return uniq[ok] // n_img, uniq[ok] % n_img, shared[ok].astype(np.int64)
 

@@ -116,12 +116,36 @@ def near_pairs(codes: np.ndarray, radius: int, queries: Sequence[np.ndarray | No
             del index
     out = []
     for k, q in enumerate(queries):
-        pairs = np.unique(np.concatenate(found[k])) if found[k] else np.zeros(0, dtype=np.int64)
+        pairs = unique(np.concatenate(found[k])) if found[k] else np.zeros(0, dtype=np.int64)
         i, j = pairs // max(n, 1), pairs % max(n, 1)
         qw = codes if q is None else q
         dist = np.bitwise_count(qw.view(np.uint64).ravel()[i] ^ codes.view(np.uint64).ravel()[j]).astype(np.int64) if len(i) else i
         out.append((i, j, dist))
     return out
+
+
+def unique(x: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of *x* (as ``np.unique``) by one sort. NumPy 2.4's ``np.unique``
+    goes through a hash table first: 12 s against 0.3 s on 15M int64 pair keys (measured)."""
+    s = np.sort(x)
+    return s[_firsts(s)] if len(s) else s
+
+
+def unique_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct values of *x* and how often each occurs (``np.unique(x, return_counts=True)``)."""
+    s = np.sort(x)
+    if not len(s):
+        return s, np.zeros(0, np.int64)
+    starts = np.flatnonzero(_firsts(s))
+    return s[starts], np.diff(np.append(starts, len(s)))
+
+
+def _firsts(s: np.ndarray) -> np.ndarray:
+    """Mask of the first element of each run of equal values in sorted *s* (non-empty)."""
+    first = np.empty(len(s), bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    return first
 
 
 def _rotate(words: np.ndarray, r: int) -> np.ndarray:

@@ -469,3 +469,14 @@ def test_keypoint_matches_follow_their_definition() -> None:
     a, b = rng.integers(0, 256, (2, 96, dupverify.DESC), np.uint8)  # unrelated: almost nothing passes the ratio test
     assert dupverify.matches(a, b, need=8) is None and dupverify.verify(dupverify.Packed((512, 384), np.zeros((96, 2), np.float32), a),
                                                                         dupverify.Packed((512, 384), np.zeros((96, 2), np.float32), b), 8).inliers == 0
+
+
+def test_unique_by_sorting_equals_numpy_unique() -> None:
+    from stages.phash import unique, unique_counts
+
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 2, 7, 5000):
+        x = rng.integers(0, max(1, n // 3), n)
+        assert np.array_equal(unique(x), np.unique(x))
+        got, want = unique_counts(x), np.unique(x, return_counts=True)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
