@@ -248,9 +248,8 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         direct = d <= p.radius
         check = ~direct & (v != FLIP) & nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
         todo = np.flatnonzero(check).tolist()
-        # OpenCV's fit releases the GIL: threads use every core the driver has where fits are the work
-        # (pairs of one photo); unrelated pairs stop early in small NumPy steps that hold it. A chunk of
-        # pairs a task (a task per pair cost more in thread hand-offs than a verification).
+        # Threads help where OpenCV's fits (which release the GIL) are the work; unrelated pairs stop early
+        # in NumPy steps that hold it. A chunk of pairs a task (a task a pair cost more in hand-offs).
         def prove(ks: list[int]) -> list[dupverify.Evidence]:
             out, last, fa = [], -1, None
             for k in ks:  # pairs come sorted by their first image: read it once for its run of pairs

@@ -193,10 +193,8 @@ class Decoded:
         return self._full
 
     def _direct(self) -> bool:
-        """Whether the pixels can be decoded straight into an array (libjpeg-turbo through
-        simplejpeg, the same pixels as Pillow's): a complete RGB or gray JPEG. Copying a decoded 12 MP
-        Pillow image into an array costs half the decode; other files go through Pillow (modes,
-        truncation errors)."""
+        """Whether the pixels can be decoded straight into an array (simplejpeg, the same pixels as
+        Pillow's, without Pillow's copy): a complete RGB or gray JPEG; other files go through Pillow."""
         return (not self._no_direct and self._pil is None and self.format == "JPEG" and self.header.mode in ("RGB", "L")
                 and self.data[-4096:].rstrip(b"\0").endswith(b"\xff\xd9"))
 

@@ -73,9 +73,10 @@ class CenterFace(Backend):
         k = self.side / max(h, w)
         rw, rh = max(1, round(w * k)), max(1, round(h * k))
         ch, cw = -(-rh // 32) * 32, -(-rw // 32) * 32
-        canvas = np.zeros((ch, cw, 3), np.float32)
-        canvas[:rh, :rw] = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
-        heat, size, offset, marks = self.session.run(list(self.outputs), {self.input: canvas.transpose(2, 0, 1)[None]})
+        scaled = rgb if (rw, rh) == (w, h) else cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        canvas = np.zeros((1, 3, ch, cw), np.float32)  # the net's NCHW layout, filled once
+        canvas[0, :, :rh, :rw] = scaled.transpose(2, 0, 1)
+        heat, size, offset, marks = self.session.run(list(self.outputs), {self.input: canvas})
         ys, xs = np.nonzero(heat[0, 0] >= threshold)
         if not len(ys):
             return []
