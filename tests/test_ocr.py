@@ -207,3 +207,35 @@ def test_run_end_to_end_writes_text_rows(shared: Path, tmp_path: Path, cli, engi
         kept = list(csv.DictReader(f))
     assert {Path(r["key"]).name for r in kept} == {"mg_tpl_fine.png", "mg_tpl_toohigh.jpg", "fr_obama.jpg"}
     assert all(float(r["text_area"]) < 0.01 for r in kept)
+
+
+def test_text_network_same_on_both_runtimes(shared: Path) -> None:
+    """PP-OCRv4 in float32 on OpenVINO (the default where installed) and on ONNX Runtime: the same
+    probability map on a captioned meme and a face photo, so the same regions."""
+    from stages import netrun
+    from stages.text.ppocr import MODEL, PACKAGE, package_file
+
+    path = package_file(PACKAGE, *MODEL)
+    ov, ort = netrun.load(path, asked="openvino", precision="f32"), netrun.load(path, asked="onnxruntime")
+    engine = create("ppocr")
+    for name in ("text/images/mg_render_43_sparta.png", "faces/presence/fr_obama.jpg"):
+        rgb = Decoded.from_bytes((shared / name).read_bytes()).at_most(engine.side)
+        engine.network = ov
+        a, regions = engine.probabilities(rgb), engine.find_text(rgb)
+        engine.network = ort
+        b = engine.probabilities(rgb)
+        assert a.shape == b.shape and float(np.abs(a - b).max()) < 1e-3, name  # measured: 1.2e-5 at most
+        assert regions == engine.find_text(rgb), name
+        assert bool(regions) == name.startswith("text/"), name  # the caption found, the face photo clean
+
+
+def test_runtime_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages import netrun
+
+    monkeypatch.setenv("FACESIFT_RUNTIME", "onnxruntime")
+    assert netrun.runtime() == "onnxruntime" and netrun.runtime("openvino") == "openvino"
+    monkeypatch.setenv("FACESIFT_RUNTIME", "tensorrt")
+    with pytest.raises(ValueError, match="FACESIFT_RUNTIME must be one of openvino, onnxruntime, got 'tensorrt'"):
+        netrun.runtime()
+    monkeypatch.delenv("FACESIFT_RUNTIME")
+    assert netrun.runtime() == "openvino"  # installed with facesift

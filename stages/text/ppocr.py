@@ -1,5 +1,6 @@
 """ppocr: the PP-OCRv4 text-detection network shipped in the rapidocr-onnxruntime wheel, run
-directly with onnxruntime (one thread), without rapidocr's pipeline, on a 320 px copy.
+directly (``stages.netrun``: OpenVINO, else onnxruntime; one thread), without rapidocr's pipeline, on
+a 320 px copy.
 
 The network outputs, per pixel, the probability of lying inside a text line's (shrunk) core.
 Pixels above ``threshold`` are grouped into connected components; each component is a region
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from stages import netrun
 from stages.text.base import Engine, TextRegion, absent_modules, package_file, register
 
 log = logging.getLogger(__name__)
@@ -54,16 +56,11 @@ UNCLIP = 1.5
 
 
 @functools.lru_cache(maxsize=1)
-def _session(path: str) -> Any:
-    """One single-threaded onnxruntime session per process (shared by every engine instance)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1  # parallelism comes from worker processes
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+def _network(path: str) -> netrun.Network:
+    """One single-threaded network per process (shared by every engine instance). In float32 on
+    OpenVINO too: its bfloat16 moved decisions at the threshold (bench/ocr.py: one caption missed,
+    one more face photo rejected), float32 keeps them and still takes 0.64x ONNX Runtime's time."""
+    return netrun.load(path, precision="f32")
 
 
 def cv2_distributions() -> list[str]:
@@ -94,8 +91,7 @@ class PPOCR(Engine):
         self.det_side = det_side
         self.threshold = threshold
         self.min_aspect = min_aspect
-        self.session = _session(package_file(PACKAGE, *MODEL))
-        self.input_name = self.session.get_inputs()[0].name
+        self.network = _network(package_file(PACKAGE, *MODEL))
         if len(dists := cv2_distributions()) > 1:
             log.warning("several OpenCV packages are installed (%s); keep exactly one", ", ".join(dists))
 
@@ -118,7 +114,7 @@ class PPOCR(Engine):
         th, tw = max(32, round(h * s / 32) * 32), max(32, round(w * s / 32) * 32)
         small = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
         x = (small[:, :, ::-1].astype(np.float32) - _MEAN) / _STD
-        out = self.session.run(None, {self.input_name: x.transpose(2, 0, 1)[None]})[0]
+        out = self.network(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))[0]
         return np.asarray(out[0, 0], np.float32)
 
     def find_text(self, rgb: np.ndarray) -> list[TextRegion]:

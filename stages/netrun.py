@@ -1,0 +1,77 @@
+"""ONNX networks on one thread: OpenVINO where it is installed, else ONNX Runtime.
+
+The default face detector (CenterFace) and the default text detector (PP-OCRv4) are small
+convolution networks shipped as ``.onnx`` files. OpenVINO computes them in bfloat16 where the CPU
+does so natively (AMX: Intel Xeon since Sapphire Rapids), float32 elsewhere; on such a CPU it takes
+0.4-0.5x ONNX Runtime's float32 time with outputs within 0.002-0.05 of float32's (BENCHMARKS.md:
+the same faces and text found). ``FACESIFT_RUNTIME=onnxruntime`` (or ``openvino``) picks the runtime
+for every network; results are deterministic per runtime and machine, not across them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+RUNTIMES = ("openvino", "onnxruntime")
+
+#: a network as a function of its input batch (NCHW float32) -> the asked outputs
+Network = Callable[[np.ndarray], list[np.ndarray]]
+
+
+def runtime(asked: str = "") -> str:
+    """The runtime to use: *asked*, else $FACESIFT_RUNTIME, else OpenVINO where installed."""
+    name = asked or os.environ.get("FACESIFT_RUNTIME", "")
+    if name and name not in RUNTIMES:
+        raise ValueError(f"FACESIFT_RUNTIME must be one of {', '.join(RUNTIMES)}, got {name!r}")
+    return name or ("openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime")
+
+
+def onnxruntime_session(model: str | bytes) -> Any:
+    """A one-thread ONNX Runtime session for a model file path or a serialised model."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # parallelism comes from worker processes
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3  # e.g. an export's unused batch-norm counters, reported one by one
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def load(path: str, outputs: Sequence[str] = (), *, asked: str = "", precision: str = "",
+         session: Callable[[str], Any] = onnxruntime_session) -> Network:
+    """The network in the ``.onnx`` file at *path*, any batch and image size, one thread.
+
+    *outputs*: names of the outputs to return, in order (default: all); *asked*: a runtime name
+    (see ``runtime``); *session*: how ONNX Runtime opens the file, where the file needs preparing
+    for it (OpenVINO reads it as it is).
+    """
+    if runtime(asked) == "onnxruntime":
+        sess = session(path)
+        name = sess.get_inputs()[0].name
+        names = list(outputs) or None
+        return lambda x: sess.run(names, {name: x})
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(path)
+    channels = model.inputs[0].get_partial_shape()[1]
+    model.reshape({model.inputs[0]: ov.PartialShape([-1, channels, -1, -1])})  # a new shape is prepared on first use
+    # one thread, one stream (parallelism comes from worker processes); precision: OpenVINO's default for the CPU
+    config = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    ports = [compiled.output(o) for o in outputs] or list(compiled.outputs)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        res = request.infer({0: x})  # outputs are copies (share_outputs is off)
+        return [np.asarray(res[port]) for port in ports]
+
+    return run
