@@ -1,11 +1,12 @@
 """ONNX networks on one thread: OpenVINO where it is installed, else ONNX Runtime.
 
 The default face detector (CenterFace) and the default text detector (PP-OCRv4) are small
-convolution networks shipped as ``.onnx`` files. OpenVINO computes them in bfloat16 where the CPU
-does so natively (AMX: Intel Xeon since Sapphire Rapids), float32 elsewhere; on such a CPU it takes
-0.4-0.5x ONNX Runtime's float32 time with outputs within 0.002-0.05 of float32's (BENCHMARKS.md:
-the same faces and text found). ``FACESIFT_RUNTIME=onnxruntime`` (or ``openvino``) picks the runtime
-for every network; results are deterministic per runtime and machine, not across them.
+convolution networks shipped as ``.onnx`` files. Both run in float32 by default: on OpenVINO the
+text network takes 0.64x ONNX Runtime's time and CenterFace the same (BENCHMARKS.md), with
+outputs within 1e-5 of ONNX Runtime's. A caller may leave the precision to OpenVINO, which computes
+in bfloat16 where the CPU does so natively (AMX: Intel Xeon since Sapphire Rapids): about 0.45x
+the time, outputs within 0.01-0.05 (``centerface-bf16``). ``FACESIFT_RUNTIME=onnxruntime`` (or
+``openvino``) picks the runtime for every network.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def load(path: str, outputs: Sequence[str] = (), *, asked: str = "", precision: 
     """The network in the ``.onnx`` file at *path*, any batch and image size, one thread.
 
     *outputs*: names of the outputs to return, in order (default: all); *asked*: a runtime name
-    (see ``runtime``); *session*: how ONNX Runtime opens the file, where the file needs preparing
-    for it (OpenVINO reads it as it is).
+    (see ``runtime``); *precision*: OpenVINO's inference precision ("f32", "bf16"; "": its default
+    for the CPU); *session*: how ONNX Runtime opens the file, where the file needs preparing for it
+    (OpenVINO reads it as it is). ONNX Runtime always computes in float32.
     """
     if runtime(asked) == "onnxruntime":
         sess = session(path)
