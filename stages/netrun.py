@@ -1,12 +1,14 @@
-"""ONNX networks on one thread: OpenVINO where it is installed, else ONNX Runtime.
+"""ONNX networks on one thread, on OpenVINO or ONNX Runtime: each network runs where it was
+measured faster (BENCHMARKS.md), with ONNX Runtime where OpenVINO is not installed.
 
-The default face detector (CenterFace) and the default text detector (PP-OCRv4) are small
-convolution networks shipped as ``.onnx`` files. Both run in float32 by default: on OpenVINO the
-text network takes 0.64x ONNX Runtime's time and CenterFace the same (BENCHMARKS.md), with
-outputs within 1e-5 of ONNX Runtime's. A caller may leave the precision to OpenVINO, which computes
-in bfloat16 where the CPU does so natively (AMX: Intel Xeon since Sapphire Rapids): about 0.45x
-the time, outputs within 0.01-0.05 (``centerface-bf16``). ``FACESIFT_RUNTIME=onnxruntime`` (or
-``openvino``) picks the runtime for every network.
+- the text detector (PP-OCRv4): OpenVINO in float32, 0.64x ONNX Runtime's time, outputs within
+  1e-5 of it;
+- the face detector (CenterFace): ONNX Runtime (OpenVINO's float32 was 1.1x its time in the
+  pipeline); ``centerface-bf16`` leaves the precision to OpenVINO, which computes in bfloat16 where
+  the CPU does so natively (AMX: Intel Xeon since Sapphire Rapids): about 0.5x the time, outputs
+  within 0.01-0.05.
+
+``FACESIFT_RUNTIME=onnxruntime`` (or ``openvino``) picks the runtime for every network.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ RUNTIMES = ("openvino", "onnxruntime")
 Network = Callable[[np.ndarray], list[np.ndarray]]
 
 
-def runtime(asked: str = "") -> str:
-    """The runtime to use: *asked*, else $FACESIFT_RUNTIME, else OpenVINO where installed."""
-    name = asked or os.environ.get("FACESIFT_RUNTIME", "")
+def runtime(prefer: str = "openvino") -> str:
+    """The runtime to use: $FACESIFT_RUNTIME, else *prefer* where installed, else ONNX Runtime."""
+    name = os.environ.get("FACESIFT_RUNTIME", "")
     if name and name not in RUNTIMES:
         raise ValueError(f"FACESIFT_RUNTIME must be one of {', '.join(RUNTIMES)}, got {name!r}")
-    return name or ("openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime")
+    name = name or prefer
+    return name if name == "onnxruntime" or importlib.util.find_spec("openvino") is not None else "onnxruntime"
 
 
 def onnxruntime_session(model: str | bytes) -> Any:
@@ -44,16 +47,16 @@ def onnxruntime_session(model: str | bytes) -> Any:
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
-def load(path: str, outputs: Sequence[str] = (), *, asked: str = "", precision: str = "",
+def load(path: str, outputs: Sequence[str] = (), *, prefer: str = "openvino", precision: str = "f32",
          session: Callable[[str], Any] = onnxruntime_session) -> Network:
     """The network in the ``.onnx`` file at *path*, any batch and image size, one thread.
 
-    *outputs*: names of the outputs to return, in order (default: all); *asked*: a runtime name
-    (see ``runtime``); *precision*: OpenVINO's inference precision ("f32", "bf16"; "": its default
-    for the CPU); *session*: how ONNX Runtime opens the file, where the file needs preparing for it
+    *outputs*: names of the outputs to return, in order (default: all); *prefer*: the runtime
+    measured faster for this network (see ``runtime``); *precision*: OpenVINO's inference precision
+    ("f32", "bf16"; "": its default for the CPU); *session*: how ONNX Runtime opens the file, where the file needs preparing for it
     (OpenVINO reads it as it is). ONNX Runtime always computes in float32.
     """
-    if runtime(asked) == "onnxruntime":
+    if runtime(prefer) == "onnxruntime":
         sess = session(path)
         name = sess.get_inputs()[0].name
         names = list(outputs) or None
@@ -64,8 +67,9 @@ def load(path: str, outputs: Sequence[str] = (), *, asked: str = "", precision: 
     model = core.read_model(path)
     channels = model.inputs[0].get_partial_shape()[1]
     model.reshape({model.inputs[0]: ov.PartialShape([-1, channels, -1, -1])})  # a new shape is prepared on first use
-    # one thread, one stream (parallelism comes from worker processes); precision: OpenVINO's default for the CPU
-    config = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    # One thread, one stream: parallelism comes from worker processes, and OpenVINO's default pinning
+    # would put every worker's inference thread on the same core.
+    config = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
     compiled = core.compile_model(model, "CPU", config)

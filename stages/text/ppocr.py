@@ -60,7 +60,7 @@ def _network(path: str) -> netrun.Network:
     """One single-threaded network per process (shared by every engine instance). In float32 on
     OpenVINO too: its bfloat16 moved decisions at the threshold (bench/ocr.py: one caption missed,
     one more face photo rejected), float32 keeps them and still takes 0.64x ONNX Runtime's time."""
-    return netrun.load(path, precision="f32")
+    return netrun.load(path, prefer="openvino", precision="f32")
 
 
 def cv2_distributions() -> list[str]:
