@@ -303,20 +303,18 @@ class View:
         return got
 
 
-#: Reductions first halve down to about this longer side (or the asked side, when larger), then
-#: area-resize the small result: every copy of one image up to 640 px shares the halved one
-#: (detection, text search, scores and hashes, thumbnails ask for 160-640 px).
+#: Reductions first halve down to about this longer side (or the asked side, when larger): every
+#: copy of one image up to 640 px (detection, text search, hashes, thumbnails) shares the halvings.
 BLOCK_SIDE = 640
 
 
 def shrink(a: np.ndarray, side: int, blocks: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """*a* (HxW or HxWx3 uint8) with its longer side at most *side*, by area averaging; never enlarged.
 
-    Halving by 2x2 averages is OpenCV's SIMD path (2.7 ms for 12 MP RGB, against 20-25 ms for one
-    6x6 block or fractional area resize, measured), so large reductions halve down to a copy at
-    ``BLOCK_SIDE`` px or more (an odd last row or column is left out of each halving: at most
-    k - 1 of the side's pixels for k x k blocks), then area-resize the small result. The halvings
-    are cached in *blocks* by k. A pure function of *a* and *side*.
+    Halving by 2x2 averages is OpenCV's SIMD path (2.7 ms for 12 MP RGB against 20-25 ms for a 6x6
+    block or fractional area resize), so large reductions halve down to ``BLOCK_SIDE`` px or more
+    (an odd last row or column is left out of each halving), cached in *blocks* by their factor k,
+    then area-resize the small result. A pure function of *a* and *side*.
     """
     h, w = a.shape[:2]
     if max(h, w) <= side:

@@ -3,8 +3,8 @@ measured faster (BENCHMARKS.md), with ONNX Runtime where OpenVINO is not install
 
 - the text detector (PP-OCRv4): OpenVINO in float32, 0.64x ONNX Runtime's time, outputs within
   1e-5 of it;
-- the face detector (CenterFace): ONNX Runtime (OpenVINO's float32 was 1.1x its time in the
-  pipeline); ``centerface-bf16`` leaves the precision to OpenVINO, which computes in bfloat16 where
+- the face detector (CenterFace): ONNX Runtime (OpenVINO's float32 was slower in the pipeline:
+  ``--stages crop`` 16.3 s against 15.7 s); ``centerface-bf16`` leaves the precision to OpenVINO, which computes in bfloat16 where
   the CPU does so natively (AMX: Intel Xeon since Sapphire Rapids): about 0.5x the time, outputs
   within 0.01-0.05.
 
@@ -53,31 +53,37 @@ def load(path: str, outputs: Sequence[str] = (), *, prefer: str = "openvino", pr
 
     *outputs*: names of the outputs to return, in order (default: all); *prefer*: the runtime
     measured faster for this network (see ``runtime``); *precision*: OpenVINO's inference precision
-    ("f32", "bf16"; "": its default for the CPU); *session*: how ONNX Runtime opens the file, where the file needs preparing for it
-    (OpenVINO reads it as it is). ONNX Runtime always computes in float32.
+    ("f32", "bf16"; "": its default for the CPU; ONNX Runtime always computes in float32);
+    *session*: how ONNX Runtime opens the file, where the file needs preparing for it (OpenVINO
+    reads it as it is).
     """
     if runtime(prefer) == "onnxruntime":
         sess = session(path)
         name = sess.get_inputs()[0].name
         names = list(outputs) or None
         return lambda x: sess.run(names, {name: x})
-    import openvino as ov
+    return OpenVINONetwork(path, outputs, precision)
 
-    core = ov.Core()
-    model = core.read_model(path)
-    channels = model.inputs[0].get_partial_shape()[1]
-    model.reshape({model.inputs[0]: ov.PartialShape([-1, channels, -1, -1])})  # a new shape is prepared on first use
-    # One thread, one stream: parallelism comes from worker processes, and OpenVINO's default pinning
-    # would put every worker's inference thread on the same core.
-    config = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
-    compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
-    ports = [compiled.output(o) for o in outputs] or list(compiled.outputs)
 
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        res = request.infer({0: x})  # outputs are copies (share_outputs is off)
-        return [np.asarray(res[port]) for port in ports]
+class OpenVINONetwork:
+    """A network compiled by OpenVINO for one thread (see ``load``); ``compiled`` is OpenVINO's."""
 
-    return run
+    def __init__(self, path: str, outputs: Sequence[str], precision: str) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(path)
+        channels = model.inputs[0].get_partial_shape()[1]
+        model.reshape({model.inputs[0]: ov.PartialShape([-1, channels, -1, -1])})  # a new shape is prepared on first use
+        # One thread, one stream: parallelism comes from worker processes, and OpenVINO's default
+        # pinning would put every worker's inference thread on the same core.
+        config = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.ports = [self.compiled.output(o) for o in outputs] or list(self.compiled.outputs)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        res = self.request.infer({0: x})  # outputs are copies (share_outputs is off)
+        return [np.asarray(res[port]) for port in self.ports]

@@ -237,6 +237,17 @@ def test_runtime_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert netrun.runtime("onnxruntime") == "onnxruntime"
     monkeypatch.setenv("FACESIFT_RUNTIME", "onnxruntime")  # the user's choice wins over a network's preference
     assert netrun.runtime("openvino") == "onnxruntime"
+    # the text network as loaded: OpenVINO, float32, one thread on no pinned core (pinned, every worker's went to one core)
+    from stages.text.ppocr import MODEL, PACKAGE, _network, package_file
+
+    monkeypatch.delenv("FACESIFT_RUNTIME")
+    _network.cache_clear()
+    net = _network(package_file(PACKAGE, *MODEL))
+    assert isinstance(net, netrun.OpenVINONetwork)
+    import openvino as ov
+
+    assert net.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32  # bfloat16 on this CPU otherwise
+    assert int(net.compiled.get_property("INFERENCE_NUM_THREADS")) == 1 and net.compiled.get_property("ENABLE_CPU_PINNING") is False
     monkeypatch.setenv("FACESIFT_RUNTIME", "tensorrt")
     with pytest.raises(ValueError, match="FACESIFT_RUNTIME must be one of openvino, onnxruntime, got 'tensorrt'"):
         netrun.runtime()
