@@ -8,8 +8,9 @@ windows (centre and corners), which find copies cropped or shifted by up to ~10%
 alone moves 12-20 bits under such a crop (measured in bench/dedup.py). Besides, the keypoints
 that prove a match (stages.dupverify: 96 ORB keypoints, 3.3 kB of bytes, kept as the row's blob
 and out of the records every later dataset step holds), and, when the crop stage ran,
-the pHashes of the whole image too (``img_*``), so that a reframed copy is found by its face or
-by its frame.
+the pHashes and keypoints of the whole image too (``img_*``; the keypoints with the face box), so
+that a reframed copy is found by its face or by its frame: a crop of a group photo may keep
+another face than the photo did.
 
 Dataset step, candidates then proof: faiss hash indexes on sub-hashes join every image with every
 other within ``CANDIDATE_RADIUS`` bits (main x main, on the face crop and on the whole image) and
@@ -20,7 +21,8 @@ parts). A pair
 within ``radius`` bits is a duplicate as it stands (the measured precision of pHash alone there is
 1.0); a pair further apart is a candidate, and only the ``top_k`` nearest candidates of each image
 are verified by local features and a geometric fit (``min_inliers`` inliers covering
-``min_overlap`` of the picture the two share). Pixel-identical images are joined too, and the
+``min_overlap`` of the picture the two share): the face crops' keypoints, then, through crop,
+the whole images', whose fit must also hold inliers on the faces (see stages.dupverify). Pixel-identical images are joined too, and the
 pairs become groups (connected components). Per group: differing labels -> every member
 ``label_conflict``; else the largest image stays (then the sharpest, when the quality stage ran,
 then the smallest key) and the others are ``duplicate`` rows naming it, with ``dup_of``,
@@ -241,6 +243,12 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         if p.verify and p.keypoints and bank is not None:
             # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
             ka, kb, shared = dupindex.keypoint_pairs(bank.desc, bank.count, bank.release)
+            if bank.sets > 1:  # rows of faces and of whole images: pairs of images, the most shared keypoints kept
+                ka, kb = np.minimum(ka % n, kb % n), np.maximum(ka % n, kb % n)
+                order = np.lexsort((-shared, kb, ka))
+                ka, kb, shared = ka[order], kb[order], shared[order]
+                first = (ka != kb) & np.concatenate([[True], (ka[1:] != ka[:-1]) | (kb[1:] != kb[:-1])])
+                ka, kb, shared = ka[first], kb[first], shared[first]
             new = ~np.isin(ka * n + kb, a.astype(np.int64) * n + b)
             a, b = np.concatenate([a, ka[new].astype(a.dtype)]), np.concatenate([b, kb[new].astype(b.dtype)])
             d = np.concatenate([d, (MAX_RADIUS + 1 + np.maximum(0, dupindex.INDEXED - shared[new])).astype(d.dtype)])
@@ -251,11 +259,17 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         # Threads help where OpenCV's fits (which release the GIL) are the work; unrelated pairs stop early
         # in NumPy steps that hold it. A chunk of pairs a task (a task a pair cost more in hand-offs).
         def prove(ks: list[int]) -> list[dupverify.Evidence]:
-            out, last, fa = [], -1, None
+            assert bank is not None
+            out, last, fa, wa = [], -1, None, None
             for k in ks:  # pairs come sorted by their first image: read it once for its run of pairs
                 if a[k] != last:
-                    last, fa = a[k], bank.get(a[k])  # type: ignore[union-attr]
-                out.append(dupverify.verify(fa, bank.get(b[k]), p.min_inliers))  # type: ignore[union-attr]
+                    last, fa, wa = a[k], bank.get(a[k]), bank.get(a[k], 1)
+                ev = dupverify.verify(fa, bank.get(b[k]), p.min_inliers)
+                if wa is not None and not ev.proves(p.min_inliers, p.min_overlap):
+                    # Through crop, the whole images: a copy whose crop kept another face (see dupverify).
+                    whole = dupverify.verify(wa, bank.get(b[k], 1), p.min_inliers)
+                    ev = whole if whole.proves(p.min_inliers, p.min_overlap) else ev
+                out.append(ev)
             return out
 
         chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
@@ -330,7 +344,7 @@ class Dedup(Stage[DedupParams]):
     name = "dedup"
     Params = DedupParams
     columns = ("dup_group",)
-    version = 3
+    version = 4
 
     def __init__(self, params: DedupParams | None = None) -> None:
         super().__init__(params)
@@ -349,13 +363,20 @@ class Dedup(Stage[DedupParams]):
             area = int(box.get("box_w", size[0])) * int(box.get("box_h", size[1]))
             extra = frame_hashes(image.at_most(HASH_SIDE))
             detailed = ctx.view.at_most(dupverify.SIDE)
+            frame = image.at_most(dupverify.SIDE)
+            k = frame.shape[1] / image.size[0]
+            face = tuple(float(box[c]) * k for c in ("box_x", "box_y", "box_w", "box_h")) if "box_x" in box else None
+            # The whole image's keypoints too, with the face box: a copy whose crop kept another face of the photo.
+            second = dupverify.features(np.ascontiguousarray(to_gray(frame)), face)
         else:
             pixels, size = image.at_most(HASH_SIDE), image.size
             area = size[0] * size[1]
             extra = {}
             detailed = image.at_most(dupverify.SIDE)
+            second = b""
         metrics = hashes(pixels, size, detailed)
-        blob = metrics.pop("orb")
+        first = metrics.pop("orb")
+        blob = (first or dupverify.EMPTY) + second if second else first
         return Outcome(item.key, metrics={**metrics, **extra, "pixels": area}, blob=blob)
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
@@ -374,7 +395,8 @@ class Dedup(Stage[DedupParams]):
     def keypoints(self, records: list[dict[str, Any]], work: Path, folder: Path) -> dupverify.Bank:
         """The records' keypoints (in their order) from the blobs of this stage's parts, memory-mapped under *folder*."""
         index = {r["key"]: i for i, r in enumerate(records)}
-        bank = dupverify.Bank(len(records), folder)
+        frames = any("img_phash" in r["metrics"] for r in records)  # through crop: the whole images' keypoints too
+        bank = dupverify.Bank(len(records), folder, sets=2 if frames else 1)
         for k, (key, blob) in enumerate(Store(work).read_blobs(self.name)):
             if key in index:
                 bank.put(index[key], blob)

@@ -1,10 +1,12 @@
 """Proof of a near duplicate: local features and a geometric fit (dedup's verification step).
 
 Per item, ``features`` keeps ``N_FEATURES`` ORB keypoints spread over a grayscale copy whose
-longer side is at most ``SIDE`` px, packed into bytes (the frame's size, coordinates as one byte
-each in steps of ``SIDE / 256`` px, 32-byte descriptors): at most 3,268 B per image, stored as the
-row's blob (binary, beside the part file's rows; never JSON text in the records). The dataset step
-gathers them into a ``Bank``: fixed-width arrays, memory-mapped from a scratch file in the workspace.
+longer side is at most ``SIDE`` px, packed into bytes (a 10-byte head: the frame's size, the
+keypoint count and an optional face box; coordinates as one byte each in steps of ``SIDE / 256``
+px; 32-byte descriptors): at most 3,274 B a set. A row's blob (binary, beside the part file's rows;
+never JSON text in the records) holds one set, or two through crop: the face crop's, then the whole
+image's with the face box in it (``unpack_all``). The dataset step gathers them into a ``Bank``:
+fixed-width arrays, memory-mapped from a scratch file in the workspace.
 SIDE is large enough that a crop saved at its own resolution keeps its pixel scale: a copy keeping
 a fifth of a 500 px photo is compared at the scale of the photo itself.
 
@@ -15,6 +17,14 @@ within ``MAX_ROTATION`` degrees) and inliers spread over a good part of the smal
 (``overlap``: the area of their convex hull over the area of the picture content the two share).
 Inlier count alone is no proof: two different photos with similar texture (the same meme
 background, a crowd, a brick wall) reach dozens of consistent matches, but on a small patch.
+
+Whole images with face boxes (through crop) are compared for what their faces cannot show: a copy
+whose crop kept another face of a group photo. Their fit proves nothing about the faces unless
+the faces' content matches too: two photos of one scene with another face in it (a person moved
+in front of the same backdrop; faces pasted onto one background) share most of their keypoints.
+So each face box the fit maps inside the other picture must hold ``FACE_INLIERS`` inliers, and
+when the two kept faces are the same region (IoU >= ``SAME_FACE``) the face crops' own comparison
+decides, not the frame's (another expression in the same pose and scene).
 """
 
 from __future__ import annotations
@@ -41,6 +51,14 @@ RATIO = 0.8
 REPROJ = 5.0
 MAX_SCALE = 6.0
 MAX_ROTATION = 20.0
+#: A packed set's head: frame width, height and keypoint count (uint16), face box (4 bytes, STEP units).
+HEAD = 10
+#: A set without keypoints (it keeps the place of a face crop that has none, before the whole image's set).
+EMPTY = bytes(HEAD)
+#: Whole-image fits (see the module doc): inliers needed inside each face box mapped into the
+#: other picture, and the IoU from which two kept faces are the same region.
+FACE_INLIERS = 2
+SAME_FACE = 0.3
 
 _orb: cv2.ORB | None = None
 
@@ -53,12 +71,17 @@ def _detector() -> cv2.ORB:
     return _orb
 
 
-def features(gray: np.ndarray) -> bytes:
-    """Packed keypoints of a grayscale uint8 image (b"" when it has none): see ``unpack``."""
+def features(gray: np.ndarray, box: tuple[float, float, float, float] | None = None) -> bytes:
+    """Packed keypoints of a grayscale uint8 image (b"" when it has none): see ``unpack``. *box*:
+    the face in it (x, y, w, h in *gray*'s pixels), kept in the head."""
     h, w = gray.shape[:2]
     if min(h, w) < 16:
         return b""
-    s = SIDE / max(h, w)
+    s = min(1.0, SIDE / max(h, w))
+    corners = b"\0\0\0\0"
+    if box is not None:
+        x0, y0, bw, bh = box
+        corners = bytes(np.clip(np.round(np.array([x0, y0, x0 + bw, y0 + bh]) * s / STEP), 0, 255).astype(np.uint8))
     if s < 1.0:
         gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     h, w = gray.shape[:2]
@@ -68,8 +91,8 @@ def features(gray: np.ndarray) -> bytes:
     keep = spread([k.pt for k in kps], [k.response for k in kps], w, h)
     desc = desc[keep]
     xy = np.clip(np.round(np.array([kps[i].pt for i in keep]) / STEP), 0, 255).astype(np.uint8)
-    head = np.array([w, h], dtype=np.uint16)
-    return bytes(head.tobytes() + xy.tobytes() + desc.astype(np.uint8).tobytes())
+    head = np.array([w, h, len(keep)], dtype=np.uint16)
+    return bytes(head.tobytes() + corners + xy.tobytes() + desc.astype(np.uint8).tobytes())
 
 
 def spread(pts: list[tuple[float, float]], response: list[float], w: int, h: int) -> np.ndarray:
@@ -90,35 +113,53 @@ class Packed:
     size: tuple[int, int]   # (w, h) of the SIDE frame (uint16 in the packed string)
     xy: np.ndarray          # (n, 2) float32
     desc: np.ndarray        # (n, 32) uint8
+    box: tuple[float, float, float, float] | None = None   # the face (x0, y0, x1, y1) in the frame, if given
+
+
+def _box(corners: bytes | np.ndarray) -> tuple[float, float, float, float] | None:
+    c = np.frombuffer(bytes(corners), np.uint8).astype(np.float32) * STEP
+    return None if not c.any() else (float(c[0]), float(c[1]), float(c[2]), float(c[3]))
+
+
+def unpack_all(b: bytes) -> list[Packed]:
+    """Every set packed in *b* (``features`` outputs one after another)."""
+    out, at = [], 0
+    while at + HEAD <= len(b):
+        w, h, n = np.frombuffer(b, np.uint16, 3, at).tolist()
+        xy = np.frombuffer(b, np.uint8, 2 * n, at + HEAD).reshape(n, 2).astype(np.float32) * STEP
+        desc = np.frombuffer(b, np.uint8, DESC * n, at + HEAD + 2 * n).reshape(n, DESC)
+        out.append(Packed((w, h), xy, desc, _box(b[at + 6:at + HEAD])))
+        at += HEAD + (2 + DESC) * n
+    return out
 
 
 def unpack(b: bytes) -> Packed | None:
-    if not b:
-        return None
-    n = (len(b) - 4) // (2 + DESC)
-    w, h = np.frombuffer(b, np.uint16, 2).tolist()
-    xy = np.frombuffer(b, np.uint8, 2 * n, 4).reshape(n, 2).astype(np.float32) * STEP
-    desc = np.frombuffer(b, np.uint8, DESC * n, 4 + 2 * n).reshape(n, DESC)
-    return Packed((w, h), xy, desc)
+    """The first set packed in *b* (the face crop's, through crop), None when there is none."""
+    sets = unpack_all(b)
+    return sets[0] if sets else None
 
 
 class Bank:
-    """The packed keypoints of n images in fixed-width arrays (3,270 B an image, whatever the count):
-    in memory, or memory-mapped from files under *folder* (the dataset step: nothing is held as
+    """The packed keypoints of n images in fixed-width arrays (3,274 B a set, whatever the count; row
+    ``s * n + i`` holds image i's set s, with ``sets`` sets an image: 2 through crop, the face's and
+    the whole image's): in memory, or memory-mapped from files under *folder* (the dataset step: nothing is held as
     Python objects, and ``release`` hands the pages read so far back to the kernel's cache, so that a
     pass over 500k images' keypoints does not stay resident in the process; ``get``, one image at
     random places, reads the files without the map)."""
 
-    def __init__(self, n: int, folder: Path | None = None) -> None:
-        shapes = {"desc": ((n, N_FEATURES, DESC), np.uint8), "xy": ((n, N_FEATURES, 2), np.uint8),
-                  "count": ((n,), np.uint8), "size": ((n, 2), np.uint16)}
+    def __init__(self, n: int, folder: Path | None = None, sets: int = 1) -> None:
+        self.n, self.sets = n, sets
+        rows = n * sets
+        shapes = {"desc": ((rows, N_FEATURES, DESC), np.uint8), "xy": ((rows, N_FEATURES, 2), np.uint8),
+                  "count": ((rows,), np.uint8), "size": ((rows, 2), np.uint16), "box": ((rows, 4), np.uint8)}
         self._maps: list[mmap.mmap] = []
-        arrays = {k: self._mapped(folder / f"{k}.u8", s, t) if folder is not None and n else np.zeros(s, t)
+        arrays = {k: self._mapped(folder / f"{k}.u8", s, t) if folder is not None and rows else np.zeros(s, t)
                   for k, (s, t) in shapes.items()}
         self.desc, self.xy, self.count, self.size = arrays["desc"], arrays["xy"], arrays["count"], arrays["size"]
+        self.box = arrays["box"]
         # ``get`` reads one image's keypoints with pread, not through the map: read at random places, a
         # mapping maps whole page-cache folios (megabytes) per fault, and verification reads at random.
-        self._fds = [os.open(folder / f"{k}.u8", os.O_RDONLY) for k in ("desc", "xy")] if folder is not None and n else []
+        self._fds = [os.open(folder / f"{k}.u8", os.O_RDONLY) for k in ("desc", "xy")] if folder is not None and rows else []
 
     def _mapped(self, path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         """A zeroed array of *shape* on the file *path*, shared-mapped (a plain ndarray view: numpy's
@@ -138,36 +179,41 @@ class Bank:
 
     @classmethod
     def of(cls, blobs: list[bytes]) -> Bank:
-        bank = cls(len(blobs))
-        for i, b in enumerate(blobs):
-            bank.put(i, b)
+        sets = [unpack_all(b) for b in blobs]
+        bank = cls(len(blobs), sets=max((len(x) for x in sets), default=1) or 1)
+        for i, x in enumerate(sets):
+            bank._put(i, x)
         return bank
 
     def __len__(self) -> int:
-        return len(self.count)
+        return self.n
 
     def put(self, i: int, b: bytes) -> None:
-        p = unpack(b)
-        if p is None:
-            return
-        k = min(len(p.desc), N_FEATURES)
-        self.size[i] = p.size
-        self.count[i] = k
-        self.xy[i, :k] = np.round(p.xy[:k] / STEP).astype(np.uint8)
-        self.desc[i, :k] = p.desc[:k]
+        self._put(i, unpack_all(b))
 
-    def get(self, i: int) -> Packed | None:
-        i = int(i)  # a numpy int32 index would overflow in the file offset
-        k = int(self.count[i])
+    def _put(self, i: int, sets: list[Packed]) -> None:
+        for s, p in enumerate(sets[:self.sets]):
+            r, k = s * self.n + i, min(len(p.desc), N_FEATURES)
+            self.size[r] = p.size
+            self.count[r] = k
+            self.box[r] = np.round(np.asarray(p.box or (0, 0, 0, 0)) / STEP).astype(np.uint8)
+            self.xy[r, :k] = np.round(p.xy[:k] / STEP).astype(np.uint8)
+            self.desc[r, :k] = p.desc[:k]
+
+    def get(self, i: int, s: int = 0) -> Packed | None:
+        """Image *i*'s set *s* (None when it has none)."""
+        r = s * self.n + int(i)  # a numpy int32 index would overflow in the file offset
+        k = int(self.count[r]) if s < self.sets else 0
         if not k:
             return None
-        w, h = self.size[i].tolist()
+        w, h = self.size[r].tolist()
+        box = _box(self.box[r])
         if not self._fds:
-            return Packed((w, h), self.xy[i, :k].astype(np.float32) * STEP, np.asarray(self.desc[i, :k]))
+            return Packed((w, h), self.xy[r, :k].astype(np.float32) * STEP, np.asarray(self.desc[r, :k]), box)
         desc, xy = np.empty((k, DESC), np.uint8), np.empty((k, 2), np.uint8)
-        os.preadv(self._fds[0], [desc.data], i * N_FEATURES * DESC)
-        os.preadv(self._fds[1], [xy.data], i * N_FEATURES * 2)
-        return Packed((w, h), xy.astype(np.float32) * STEP, desc)
+        os.preadv(self._fds[0], [desc.data], r * N_FEATURES * DESC)
+        os.preadv(self._fds[1], [xy.data], r * N_FEATURES * 2)
+        return Packed((w, h), xy.astype(np.float32) * STEP, desc, box)
 
     def __del__(self) -> None:
         for fd in getattr(self, "_fds", ()):
@@ -184,10 +230,14 @@ class Evidence:
     rotation: float = 0.0
     overlap: float = 0.0
     frame_iou: float = 0.0   # the two frames' overlap under the fit (1: the same framing)
+    #: whole images with face boxes: the fewest inliers in a face box the fit maps inside the other
+    #: picture (0 when the two kept faces are the same region); -1: no face box to check
+    faces: int = -1
 
     def proves(self, min_inliers: int, min_overlap: float) -> bool:
         return (self.inliers >= min_inliers and self.overlap >= min_overlap
-                and 1 / MAX_SCALE <= self.scale <= MAX_SCALE and abs(self.rotation) <= MAX_ROTATION)
+                and 1 / MAX_SCALE <= self.scale <= MAX_SCALE and abs(self.rotation) <= MAX_ROTATION
+                and (self.faces < 0 or self.faces >= FACE_INLIERS))
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -259,7 +309,38 @@ def verify(a: Packed | None, b: Packed | None, need: int = 0) -> Evidence:
     shared = _clip_area(corners, wa, ha)
     overlap = _hull_area(pa[inl]) / shared if shared > 0 else 0.0
     union = wa * ha + wb * hb / scale ** 2 - shared
-    return Evidence(len(ia), int(inl.sum()), scale, rotation, min(1.0, overlap), shared / union if union > 0 else 0.0)
+    faces = _faces(a, b, m, inv, pa[inl], pb[inl]) if a.box is not None and b.box is not None else -1
+    return Evidence(len(ia), int(inl.sum()), scale, rotation, min(1.0, overlap), shared / union if union > 0 else 0.0, faces)
+
+
+def _quad(box: tuple[float, float, float, float], m: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    quad: np.ndarray = cv2.transform(np.array([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]], np.float32), m)[0]
+    return quad
+
+
+def _inside(pts: np.ndarray, box: tuple[float, float, float, float]) -> int:
+    x0, y0, x1, y1 = box
+    return int(np.count_nonzero((pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)))
+
+
+def _faces(a: Packed, b: Packed, m: np.ndarray, inv: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> int:
+    """``Evidence.faces`` of a fit *m* (a -> b) between whole images with face boxes; *pa*, *pb*: the inliers."""
+    assert a.box is not None and b.box is not None
+    qa = _quad(a.box, m)  # a's face in b's frame
+    bx0, by0, bx1, by1 = b.box
+    area_a, area_b = cv2.contourArea(qa), (bx1 - bx0) * (by1 - by0)
+    both = _clip_area(qa - np.array([bx0, by0], np.float32), bx1 - bx0, by1 - by0)
+    if both > SAME_FACE * (area_a + area_b - both):
+        return 0  # the same face region: the face crops decide
+    counts = []
+    if area_a > 0 and _clip_area(qa, *b.size) >= 0.5 * area_a:
+        counts.append(_inside(pa, a.box))
+    qb = _quad(b.box, inv)
+    area_qb = cv2.contourArea(qb)
+    if area_qb > 0 and _clip_area(qb, *a.size) >= 0.5 * area_qb:
+        counts.append(_inside(pb, b.box))
+    return min(counts) if counts else -1
 
 
 def _clip_area(quad: np.ndarray, w: float, h: float) -> float:

@@ -291,9 +291,16 @@ def test_through_crop_the_face_crops_and_the_frames_are_compared(reframed: Path,
     assert area[kept_key] == max(area.values())
     hashed = [json.loads(r["metrics"]) for r in Store(work).read_stage("dedup")]
     assert len(hashed) == 5 and all("img_phash" in m for m in hashed)  # the frame's hashes beside the face's
-    # The face crop's keypoints, as binary blobs beside the rows (at most 96 of 34 B and a 4-byte head).
+    # Two sets of keypoints as binary blobs beside the rows (each at most 96 of 34 B and a 10-byte head):
+    # the face crop's, then the whole image's with the face box in its frame.
     blobs = dict(Store(work).read_blobs("dedup"))
-    assert len(blobs) == 5 and all(4 + 34 * 8 <= len(b) <= 4 + 34 * 96 and (len(b) - 4) % 34 == 0 for b in blobs.values())
+    assert len(blobs) == 5
+    for key, b in blobs.items():
+        face, whole = dupverify.unpack_all(b)
+        assert 8 <= len(face.desc) <= 96 and 8 <= len(whole.desc) <= 96 and len(b) == 2 * 10 + 34 * (len(face.desc) + len(whole.desc))
+        assert face.box is None and whole.box is not None and max(whole.size) <= dupverify.SIDE
+        x0, y0, x1, y1 = whole.box
+        assert 0 <= x0 < x1 <= whole.size[0] and 0 <= y0 < y1 <= whole.size[1], (key, whole.box)
     metrics = {r["key"]: json.loads(r["metrics"]) for r in Store(work).read_dataset("dedup")}
     assert metrics["happy/b_crop40.jpg"]["dup_kind"] in ("resized", "reframed")
     kept = rows(work / "manifest.csv")
@@ -320,12 +327,12 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
     grays = [a, np.ascontiguousarray(crop_area(a, 0.4, 0.7, (0.5, 0.35))),
              cv2.cvtColor(rgb(shared / "faces" / "presence" / "dl_tom_cruise.jpg"), cv2.COLOR_RGB2GRAY)]
     blobs = [dupverify.features(g) for g in grays]
-    assert all(isinstance(b, bytes) and (len(b) - 4) % 34 == 0 for b in blobs)
+    assert all(isinstance(b, bytes) and (len(b) - 10) % 34 == 0 for b in blobs)
     mem = dupverify.Bank.of(blobs)
     mapped = dupverify.Bank(len(blobs), tmp_path)
     for i, b in enumerate(blobs):
         mapped.put(i, b)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["count.u8", "desc.u8", "size.u8", "xy.u8"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["box.u8", "count.u8", "desc.u8", "size.u8", "xy.u8"]
     for i, b in enumerate(blobs):
         want, got = dupverify.unpack(b), mapped.get(i)
         assert want is not None and got is not None and got.size == want.size
@@ -356,6 +363,22 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
     assert (0, 1) in list(zip(pairs[0][0], pairs[0][1], strict=True))  # the crop shares keypoints with its photo
     assert dupverify.verify(mapped.get(0), mapped.get(1)).proves(8, 0.1)
     assert dupverify.Bank.of([b"", blobs[2]]).get(0) is None
+    # Two sets an image (through crop: the face's, then the whole image's with the face box): row
+    # s * n + i holds image i's set s; a face without keypoints keeps its place with an empty set.
+    g = grays[2]
+    k = min(1.0, dupverify.SIDE / max(g.shape))
+    two = [blobs[0] + dupverify.features(g, (40, 60, 100, 120)), dupverify.EMPTY + blobs[1]]
+    (tmp_path / "two").mkdir()
+    mapped2 = dupverify.Bank(2, tmp_path / "two", sets=2)
+    for i, b in enumerate(two):
+        mapped2.put(i, b)
+    for bank in (dupverify.Bank.of(two), mapped2):
+        assert bank.sets == 2 and len(bank) == 2 and len(bank.count) == 4
+        face, whole = bank.get(0), bank.get(0, 1)
+        assert face is not None and face.box is None and np.array_equal(face.desc, dupverify.unpack(blobs[0]).desc)  # type: ignore[union-attr]
+        assert whole is not None and np.array_equal(whole.desc, dupverify.unpack_all(two[0])[1].desc)
+        assert whole.box is not None and np.allclose(whole.box, np.array([40, 60, 140, 180]) * k, atol=dupverify.STEP)
+        assert bank.get(1) is None and np.array_equal(bank.get(1, 1).desc, dupverify.unpack(blobs[1]).desc)  # type: ignore[union-attr]
     # Past 2 GiB of descriptors (sparse files): an image index as the int32 the dedup candidates
     # carry still reads the right place.
     (tmp_path / "huge").mkdir()
@@ -433,3 +456,75 @@ def test_window_hashes_are_of_windows_not_the_whole_image() -> None:
     assert [w.shape for w in got] == [(90, 72)] * 5
     assert got[1][0, 0] == img[0, 0] and got[4][-1, -1] == img[-1, -1] and got[0][0, 0] == img[5, 4]
 
+
+
+def through_crop(images: list[np.ndarray], work: Path) -> list[dict]:
+    """The dedup stage's per-item metrics (and its blob, as ``orb``) of each image after the crop stage."""
+    from stages.base import Context, Item
+    from stages.crop import Crop, CropParams
+    from stages.dedup import Dedup
+    from stages.images import Decoded
+
+    crop, dedup, out = Crop(CropParams()), Dedup(), []
+    crop.ensure_setup()
+    for k, a in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "PNG")
+        item, image = Item(f"happy/{k}.png", "", ""), Decoded.from_bytes(buf.getvalue())
+        o = crop.process(item, image, Context(work))
+        o = o[0] if isinstance(o, list) else o
+        assert o.status == "kept", k
+        d = dedup.process(item, image, Context(work, o.view, {"crop": o}))
+        out.append({**d.metrics, "orb": d.blob})
+    return out
+
+
+def paste(bg: np.ndarray, face: np.ndarray, at: tuple[int, int]) -> np.ndarray:
+    out = bg.copy()
+    x, y = at
+    out[y:y + face.shape[0], x:x + face.shape[1]] = face
+    return out
+
+
+def test_through_crop_whole_images_find_a_crop_that_kept_another_face_and_faces_guard_them(shared: Path, tmp_path: Path) -> None:
+    """A crop of a group photo around a smaller face (the crop stage keeps another face than in the
+    photo) is proved by the whole images' keypoints; two different faces on one background, or two
+    photos of one person at the same place in one scene, are not (their faces decide)."""
+    group = rgb(shared / "faces" / "groups" / "2008_001322.jpg")  # faces of 76, 63 and 90 px; the 90 px one is kept
+    part = np.ascontiguousarray(group[90:320, 30:260])  # around the 76 px face, without the 90 px one
+    pres = shared / "faces" / "presence"
+    bg = cv2.resize(rgb(pres / "sk_rocket.jpg"), (640, 480), interpolation=cv2.INTER_AREA)
+    def face(name: str) -> np.ndarray:  # the crop stage's face crop of a photo, 170 px
+        from stages.base import Context, Item
+        from stages.crop import Crop, CropParams
+        from stages.images import Decoded
+
+        crop = Crop(CropParams())
+        crop.ensure_setup()
+        o = crop.process(Item(name, "", ""), Decoded.from_bytes((pres / name).read_bytes()), Context(tmp_path))
+        o = o[0] if isinstance(o, list) else o
+        assert o.view is not None
+        return cv2.resize(o.view.at_most(1024), (170, 170), interpolation=cv2.INTER_AREA)
+    faces = [face("fr_obama.jpg"), face("fr_obama1.jpg"), face("dl_tom_cruise.jpg")]
+    scenes = [paste(bg, faces[0], (60, 150)), paste(bg, faces[2], (400, 150)), paste(bg, faces[1], (60, 150))]
+    metrics = through_crop([group, part, *scenes], tmp_path)
+    p = DedupParams()
+    root = find_groups(metrics, p).root.tolist()
+    assert root[0] == root[1]  # the crop and its photo
+    assert len({root[0], *root[2:]}) == 4  # the three scenes apart, and apart from the photo
+
+    def sets(k: int) -> list[dupverify.Packed]:
+        return dupverify.unpack_all(metrics[k]["orb"])
+    # The crop's face is another than the photo's: the face crops prove nothing, the whole images do.
+    assert not dupverify.verify(sets(0)[0], sets(1)[0]).proves(p.min_inliers, p.min_overlap)
+    whole = dupverify.verify(sets(0)[1], sets(1)[1])
+    assert whole.proves(p.min_inliers, p.min_overlap) and whole.faces >= dupverify.FACE_INLIERS
+    # One background, another face elsewhere: the backgrounds fit, but no inlier lies on a face.
+    other = dupverify.verify(sets(2)[1], sets(3)[1])
+    assert other.inliers >= p.min_inliers and other.overlap >= p.min_overlap and other.faces < dupverify.FACE_INLIERS
+    assert not other.proves(p.min_inliers, p.min_overlap)
+    # One background, another photo of one person at the same place: the kept faces are one region,
+    # so the face crops decide (and they differ).
+    same = dupverify.verify(sets(2)[1], sets(4)[1])
+    assert same.inliers >= p.min_inliers and same.faces == 0 and not same.proves(p.min_inliers, p.min_overlap)
+    assert not dupverify.verify(sets(2)[0], sets(4)[0]).proves(p.min_inliers, p.min_overlap)
