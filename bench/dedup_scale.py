@@ -198,7 +198,7 @@ def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000) -> None
     records = hash_set(shared, n)
     rng = np.random.default_rng(0)
     store = Store(work)
-    head = np.array([512, 384], np.uint16).tobytes()
+    head = np.array([512, 384, dupverify.N_FEATURES], np.uint16).tobytes() + bytes(dupverify.HEAD - 6)  # size, count, no face box
     for s in range(0, n, shard):
         outs = []
         for k in range(s, min(n, s + shard)):

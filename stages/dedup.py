@@ -26,7 +26,7 @@ the whole images', whose fit must also hold inliers on the faces (see stages.dup
 pairs become groups (connected components). Per group: differing labels -> every member
 ``label_conflict``; else the largest image stays (then the sharpest, when the quality stage ran,
 then the smallest key) and the others are ``duplicate`` rows naming it, with ``dup_of``,
-``dup_kind`` (exact, resized, reframed, mirror; see ``relation``) and the evidence
+``dup_kind`` (exact, resized, reframed, mirror, cutout; see ``relation``) and the evidence
 (``dup_hamming``; ``dup_inliers`` and ``dup_overlap`` where keypoints were compared; ``dup_via``,
 the member it was proved against, when that is not the kept one) in their metrics. ``dup_group`` (the group's
 smallest key, "" for a unique image) goes to the manifest, so the split stage can keep a group
@@ -41,7 +41,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ MAX_RADIUS = 16
 #: Pairs up to this many bits apart are candidates for verification. Wider costs much: on the FER2013
 #: train faces the join yields 12 pairs per image at 10 bits, 33 at 12 and 458 at 16 (bench/dedup.py).
 CANDIDATE_RADIUS = 10
+#: Kinds: matches around the faces that make a pair the face crops proved a crop, not a cut-out (``relation``).
+AROUND_FACES = 2
 #: Candidate pairs verified per thread task.
 VERIFY_CHUNK = 256
 #: Verified chunks between two releases of the keypoint bank's pages.
@@ -314,13 +316,17 @@ def distance(a: dict[str, Any], b: dict[str, Any], p: DedupParams) -> int:
 
 
 def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: DedupParams,
-             fa: dupverify.Packed | None = None, fb: dupverify.Packed | None = None) -> dict[str, Any]:
+             fa: dupverify.Packed | None = None, fb: dupverify.Packed | None = None,
+             wa: dupverify.Packed | None = None, wb: dupverify.Packed | None = None) -> dict[str, Any]:
     """dup_kind and the evidence of a duplicate *ra* of the kept *rb* (``edge``: the pair's own join, if
-    any; *fa*, *fb*: their keypoints).
+    any; *fa*, *fb*: their keypoints; *wa*, *wb*: the whole images' through crop).
 
     Kinds: exact (pixel-identical), mirror (joined by the mirrored hash), resized (the same framing:
     the pHash alone, or a fit whose frames overlap by IoU >= 0.8: other size, encoding or colours),
-    reframed (a fit between different framings: cropped, padded, captioned, cut out).
+    reframed (a fit between different framings: cropped, padded, captioned), cutout (through crop:
+    the face crops fit, the whole images do not, and fewer than ``AROUND_FACES`` keypoints around
+    the faces agree once the faces are put on each other: the face is on another picture). Through crop the whole
+    images' fit, where it proves the pair, tells resized from reframed.
     """
     if ra["pixel_hash"] == rb["pixel_hash"]:
         return {"dup_kind": "exact", "dup_hamming": 0}
@@ -333,7 +339,12 @@ def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: Dedup
     if edge is not None and edge.evidence is None:
         out["dup_kind"] = ("resized", "reframed", "mirror")[edge.via]
     elif ev is not None and ev.proves(p.min_inliers, p.min_overlap):
-        out["dup_kind"] = "resized" if ev.frame_iou >= 0.8 else "reframed"
+        # The whole images' fit as it stands: the face guard (which defers to the face crops) does not apply here.
+        whole = replace(ev if ev.faces >= 0 or wa is None or wb is None else dupverify.verify(wa, wb), faces=-1)
+        if not whole.proves(p.min_inliers, p.min_overlap):  # too few keypoints left to fit: a small crop, or a cut-out
+            out["dup_kind"] = "reframed" if dupverify.around_faces(wa, wb) >= AROUND_FACES else "cutout"
+        else:
+            out["dup_kind"] = "resized" if whole.frame_iou >= 0.8 else "reframed"
     else:  # joined through other members of the group, not to this one directly
         out["dup_kind"] = "resized" if out["dup_hamming"] <= p.radius else "reframed"
     return out
@@ -414,8 +425,9 @@ class Dedup(Stage[DedupParams]):
         for (x, y), e in groups.edges.items():
             links.setdefault(x, []).append((y, e))
             links.setdefault(y, []).append((x, e))
-        def feats(i: int, j: int) -> tuple[dupverify.Packed | None, dupverify.Packed | None]:
-            return (bank.get(i), bank.get(j)) if bank is not None else (None, None)
+        def feats(i: int, j: int) -> tuple[dupverify.Packed | None, ...]:
+            """The face crops' keypoints of records i and j, then (through crop) the whole images'."""
+            return (bank.get(i), bank.get(j), bank.get(i, 1), bank.get(j, 1)) if bank is not None else (None, None)
 
         dups = conflicts = 0
         for g, idx in members.items():

@@ -59,6 +59,9 @@ EMPTY = bytes(HEAD)
 #: other picture, and the IoU from which two kept faces are the same region.
 FACE_INLIERS = 2
 SAME_FACE = 0.3
+#: ``around_faces``: matches count from this far outside a face box (in box sizes; the crop stage's
+#: default margin, so outside what the face crops compared).
+AROUND_MARGIN = 0.2
 
 _orb: cv2.ORB | None = None
 
@@ -311,6 +314,24 @@ def verify(a: Packed | None, b: Packed | None, need: int = 0) -> Evidence:
     union = wa * ha + wb * hb / scale ** 2 - shared
     faces = _faces(a, b, m, inv, pa[inl], pb[inl]) if a.box is not None and b.box is not None else -1
     return Evidence(len(ia), int(inl.sum()), scale, rotation, min(1.0, overlap), shared / union if union > 0 else 0.0, faces)
+
+
+def around_faces(a: Packed | None, b: Packed | None) -> int:
+    """Whole images with face boxes: matches outside *a*'s face (by ``AROUND_MARGIN``) that agree with
+    putting the faces on each other (box centres and sizes; within ``3 * REPROJ`` px). A crop of a
+    photo keeps what is around the face, however few keypoints it kept; a face pasted onto another
+    picture does not."""
+    if a is None or b is None or a.box is None or b.box is None or len(a.desc) < 2 or len(b.desc) < 2:
+        return 0
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a.box, b.box
+    k = float(np.sqrt(max((bx1 - bx0) * (by1 - by0), 1.0) / max((ax1 - ax0) * (ay1 - ay0), 1.0)))
+    ia, ib = matches(a.desc, b.desc) or (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    pa, pb = a.xy[ia], b.xy[ib]
+    moved = (pa - [(ax0 + ax1) / 2, (ay0 + ay1) / 2]) * k + [(bx0 + bx1) / 2, (by0 + by1) / 2]
+    agree = np.hypot(*(moved - pb).T) <= 3 * REPROJ
+    margin = AROUND_MARGIN * max(ax1 - ax0, ay1 - ay0)
+    out = (pa[:, 0] < ax0 - margin) | (pa[:, 0] > ax1 + margin) | (pa[:, 1] < ay0 - margin) | (pa[:, 1] > ay1 + margin)
+    return int(np.count_nonzero(agree & out))
 
 
 def _quad(box: tuple[float, float, float, float], m: np.ndarray) -> np.ndarray:

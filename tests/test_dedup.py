@@ -528,3 +528,28 @@ def test_through_crop_whole_images_find_a_crop_that_kept_another_face_and_faces_
     same = dupverify.verify(sets(2)[1], sets(4)[1])
     assert same.inliers >= p.min_inliers and same.faces == 0 and not same.proves(p.min_inliers, p.min_overlap)
     assert not dupverify.verify(sets(2)[0], sets(4)[0]).proves(p.min_inliers, p.min_overlap)
+
+
+def test_through_crop_a_face_pasted_onto_another_picture_is_a_cutout_and_a_small_crop_is_reframed(shared: Path, tmp_path: Path) -> None:
+    pres = shared / "faces" / "presence"
+    photo = rgb(pres / "fr_obama.jpg")
+    photo = cv2.resize(photo, (photo.shape[1] // 2, photo.shape[0] // 2), interpolation=cv2.INTER_AREA)  # 455x568, face ~134 px
+    x, y, s = 174, 71, 134
+    piece = photo[y - s // 3:y + s + s // 3, x - s // 3:x + s + s // 3]
+    bg = cv2.resize(rgb(pres / "sk_rocket.jpg"), (640, 480), interpolation=cv2.INTER_AREA)
+    cutout = paste(bg, piece, (380, 120))
+    small = np.ascontiguousarray(photo[y - s // 2:y + 2 * s, x - s // 2:x + 3 * s // 2])  # a crop around the face
+    metrics = through_crop([photo, cutout, small], tmp_path)
+    p = DedupParams()
+    groups = find_groups(metrics, p)
+    assert len(set(groups.root.tolist())) == 1
+    sets = [dupverify.unpack_all(m["orb"]) for m in metrics]
+    kinds = {}
+    for k in (1, 2):
+        edge = groups.edges.get((0, k))
+        assert edge is not None and edge.evidence is not None  # proved directly
+        kinds[k] = relation(metrics[k], metrics[0], edge, p, sets[k][0], sets[0][0], sets[k][1], sets[0][1])["dup_kind"]
+    assert kinds == {1: "cutout", 2: "reframed"}
+    # Without the whole images' keypoints (as without crop) there is no telling: both read as crops.
+    assert relation(metrics[1], metrics[0], groups.edges[(0, 1)], p, sets[1][0], sets[0][0])["dup_kind"] in ("resized", "reframed")
+    assert dupverify.around_faces(sets[2][1], sets[0][1]) >= 2 > dupverify.around_faces(sets[1][1], sets[0][1])
