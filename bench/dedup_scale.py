@@ -187,10 +187,12 @@ def _anon_peak(every: float) -> Iterator[list[float]]:
         done.set()
 
 
-def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000) -> None:
+def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000, crop: bool = False) -> None:
     """A workspace holding the dedup stage's parts for *n* images: the pHashes of ``hash_set`` (FER2013
     faces and variants of them) and, as each row's blob, 96 random keypoints (the size a photo's take;
-    random descriptors meet no others, so the keypoint index finds nothing: memory, not candidates)."""
+    random descriptors meet no others, so the keypoint index finds nothing: memory, not candidates).
+    *crop*: as through crop, the whole image's hashes too (another record's, so that they join as
+    densely as the faces') and a second set of 96 random keypoints with a face box."""
     from manifests.store import Store
     from pipeline.runner import outcome_row
     from stages.base import Outcome
@@ -199,11 +201,20 @@ def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000) -> None
     rng = np.random.default_rng(0)
     store = Store(work)
     head = np.array([512, 384, dupverify.N_FEATURES], np.uint16).tobytes() + bytes(dupverify.HEAD - 6)  # size, count, no face box
+    whole = np.array([512, 384, dupverify.N_FEATURES], np.uint16).tobytes() + bytes([96, 64, 160, 144])  # with a face box
+
+    def keypoints(h: bytes) -> bytes:
+        return h + rng.integers(0, 256, 2 * dupverify.N_FEATURES, np.uint8).tobytes() + rng.bytes(dupverify.DESC * dupverify.N_FEATURES)
     for s in range(0, n, shard):
         outs = []
         for k in range(s, min(n, s + shard)):
-            blob = head + rng.integers(0, 256, 2 * dupverify.N_FEATURES, np.uint8).tobytes() + rng.bytes(dupverify.DESC * dupverify.N_FEATURES)
-            outs.append(outcome_row(Outcome(f"happy/{k:07d}.jpg", metrics={**records[k], "pixels": 48 * 48}, blob=blob)))
+            metrics = {**records[k], "pixels": 48 * 48}
+            blob = keypoints(head)
+            if crop:
+                other = records[(k * 7919 + 1) % n]
+                metrics |= {"img_phash": other["phash"], "img_flip": other["phash_flip"], "img_crops": other["phash_crops"]}
+                blob += keypoints(whole)
+            outs.append(outcome_row(Outcome(f"happy/{k:07d}.jpg", metrics=metrics, blob=blob)))
         store.write_part("dedup", s // shard, outs)
 
 
@@ -226,12 +237,13 @@ def _step_child(work: str, conn: Any) -> None:
     conn.send((base, wall, cpu, _peak_mb(), peak_anon[0], sum(o.status != "kept" for o in outs)))
 
 
-def step_bench(shared: Path, n: int) -> None:
+def step_bench(shared: Path, n: int, crop: bool = False) -> None:
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         t0 = time.perf_counter()
-        write_workspace(shared, Path(tmp), n)
-        print(f"dataset step at scale: {n:,} images' dedup parts written in {time.perf_counter() - t0:.0f} s "
-              "(pHashes of FER2013 faces and variants; 96 random keypoints each as the blob)")
+        write_workspace(shared, Path(tmp), n, crop=crop)
+        print(f"dataset step at scale{' as through crop' if crop else ''}: {n:,} images' dedup parts written in "
+              f"{time.perf_counter() - t0:.0f} s (pHashes of FER2013 faces and variants; 96 random keypoints "
+              f"each{', twice (face and whole image)' if crop else ''} as the blob)")
         base, wall, cpu, peak, anon, dups = _in_child(_step_child, tmp)
         print(f"  records as the runner hands them: {base:.0f} MB resident; the dedup dataset step (default settings): "
               f"{wall:.1f} s wall, {cpu:.1f} s CPU (all threads), peak resident {peak:.0f} MB (anonymous {anon:.0f} MB, "

@@ -39,7 +39,7 @@ import importlib.util
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -140,6 +140,8 @@ def frame_hashes(pixels: np.ndarray) -> dict[str, str]:
 
 #: How a pair was proposed: its main hashes, a window against a main hash, a mirrored hash, shared keypoints.
 MAIN, WINDOW, FLIP, KEYPOINTS = 0, 1, 2, 3
+#: By what, as bits: the view's (the face crop's) hashes or keypoints, the whole image's (through crop).
+FACES, WHOLE = 1, 2
 
 
 @dataclass
@@ -177,15 +179,17 @@ def _codes(metrics: Sequence[dict[str, Any]], prefix: str) -> tuple[np.ndarray, 
     return main, flip, [unhex([c[16 * k:16 * (k + 1)] for c in crops]) for k in range(N_WINDOWS)]
 
 
-def candidates(metrics: Sequence[dict[str, Any]], p: DedupParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every pair (a < b) within the candidate radius, once, with its smallest distance and how it was seen."""
+def candidates(metrics: Sequence[dict[str, Any]], p: DedupParams) -> tuple[np.ndarray, ...]:
+    """Every pair (a < b) within the candidate radius, once, with its smallest distance, how it was
+    seen and by which hashes (``FACES`` | ``WHOLE`` bits: the view's, the whole image's)."""
     reach = max(CANDIDATE_RADIUS, p.radius) if p.verify else p.radius
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    found: list[tuple[np.ndarray, ...]] = []
     d: Any  # a pair's distances, then every pair's
     v: Any  # how a pair was seen, then every pair's
     via: list[int]
     prefixes = ["phash"] + (["img"] if any("img_phash" in m for m in metrics) else [])
     for prefix in prefixes:
+        bit = FACES if prefix == "phash" else WHOLE
         main, flip, wins = _codes(metrics, prefix)
         # Only the main hashes reach out to candidates: the mirrored hash cannot be verified (keypoints
         # are not mirror-invariant) and a window of a copy sits within the radius or is found by its
@@ -197,17 +201,19 @@ def candidates(metrics: Sequence[dict[str, Any]], p: DedupParams) -> tuple[np.nd
             joins += list(zip(near_pairs(main, p.radius, near), via, strict=True))
         for (i, j, d), v in joins:
             keep = i != j
-            found.append((np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep], np.full(int(keep.sum()), v)))
+            n_kept = int(keep.sum())
+            found.append((np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep], np.full(n_kept, v), np.full(n_kept, bit, np.uint8)))
     if not found:
         z = np.zeros(0, np.int32)
-        return z, z, z.astype(np.int16), z.astype(np.int8)
-    a, b, d, v = (np.concatenate(x) for x in zip(*found, strict=True))
+        return z, z, z.astype(np.int16), z.astype(np.int8), z.astype(np.uint8)
+    a, b, d, v, s = (np.concatenate(x) for x in zip(*found, strict=True))
     order = np.lexsort((v, d, b, a))
-    a, b, d, v = a[order], b[order], d[order], v[order]
+    a, b, d, v, s = a[order], b[order], d[order], v[order], s[order]
     first = np.ones(len(a), bool)
     first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    # Compact: 11 bytes a pair, not 32 (tens of millions of pairs on a 500k collection of near copies).
-    return a[first].astype(np.int32), b[first].astype(np.int32), d[first].astype(np.int16), v[first].astype(np.int8)
+    s = np.bitwise_or.reduceat(s, np.flatnonzero(first)) if len(s) else s
+    # Compact: 12 bytes a pair, not 40 (tens of millions of pairs on a 500k collection of near copies).
+    return a[first].astype(np.int32), b[first].astype(np.int32), d[first].astype(np.int16), v[first].astype(np.int8), s
 
 
 def nearest(a: np.ndarray, b: np.ndarray, d: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -239,38 +245,52 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
     exact_groups = int(np.count_nonzero(same & ~np.concatenate([[False], same[:-1]]))) if n > 1 else 0
     groups = Groups(np.arange(n), exact_groups=exact_groups)
     if p.mode == "near" and n > 1:
-        a, b, d, v = candidates(metrics, p)
+        a, b, d, v, sets = candidates(metrics, p)
         if p.verify and bank is None:
             bank = dupverify.Bank.of([m.get("orb", b"") for m in metrics])
         if p.verify and p.keypoints and bank is not None:
-            # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
-            ka, kb, shared = dupindex.keypoint_pairs(bank.desc, bank.count, bank.release)
-            if bank.sets > 1:  # rows of faces and of whole images: pairs of images, the most shared keypoints kept
-                ka, kb = np.minimum(ka % n, kb % n), np.maximum(ka % n, kb % n)
+            # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer); through
+            # crop the face crops' and the whole images' keypoints are indexed apart (each as dense as one set).
+            runs = []
+            for s, bit in enumerate((FACES, WHOLE)[:bank.sets]):
+                ka, kb, shared = dupindex.keypoint_pairs(bank.desc[s * n:(s + 1) * n], bank.count[s * n:(s + 1) * n], bank.release)
+                runs.append((ka, kb, shared, np.full(len(ka), bit, np.uint8)))
+            ka, kb, shared, kbits = (np.concatenate(x) for x in zip(*runs, strict=True))
+            if bank.sets > 1:  # a pair once, with the most shared keypoints and every set that proposed it
                 order = np.lexsort((-shared, kb, ka))
-                ka, kb, shared = ka[order], kb[order], shared[order]
-                first = (ka != kb) & np.concatenate([[True], (ka[1:] != ka[:-1]) | (kb[1:] != kb[:-1])])
+                ka, kb, shared, kbits = ka[order], kb[order], shared[order], kbits[order]
+                first = np.ones(len(ka), bool)
+                first[1:] = (ka[1:] != ka[:-1]) | (kb[1:] != kb[:-1])
+                kbits = np.bitwise_or.reduceat(kbits, np.flatnonzero(first)) if len(kbits) else kbits
                 ka, kb, shared = ka[first], kb[first], shared[first]
-            new = ~np.isin(ka * n + kb, a.astype(np.int64) * n + b)
+            key, kkey = a.astype(np.int64) * n + b, ka * n + kb  # key is sorted (pairs sorted by a, then b)
+            at = np.searchsorted(key, kkey).clip(max=max(len(key) - 1, 0))
+            new = ~(key[at] == kkey) if len(key) else np.ones(len(kkey), bool)
+            sets[at[~new]] |= kbits[~new]  # a pHash candidate also proposed by keypoints: its sets too
             a, b = np.concatenate([a, ka[new].astype(a.dtype)]), np.concatenate([b, kb[new].astype(b.dtype)])
             d = np.concatenate([d, (MAX_RADIUS + 1 + np.maximum(0, dupindex.INDEXED - shared[new])).astype(d.dtype)])
             v = np.concatenate([v, np.full(int(new.sum()), KEYPOINTS, v.dtype)])
+            sets = np.concatenate([sets, kbits[new]])
         direct = d <= p.radius
         check = ~direct & (v != FLIP) & nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
         todo = np.flatnonzero(check).tolist()
         # Threads help where OpenCV's fits (which release the GIL) are the work; unrelated pairs stop early
         # in NumPy steps that hold it. A chunk of pairs a task (a task a pair cost more in hand-offs).
+        # Through crop, a pair is verified on what proposed it: the face crops, the whole images (a
+        # copy whose crop kept another face; see dupverify), or both. Without crop every set is the view's.
+        if bank is None or bank.sets == 1:
+            sets[:] = FACES
+
         def prove(ks: list[int]) -> list[dupverify.Evidence]:
             assert bank is not None
             out, last, fa, wa = [], -1, None, None
             for k in ks:  # pairs come sorted by their first image: read it once for its run of pairs
                 if a[k] != last:
                     last, fa, wa = a[k], bank.get(a[k]), bank.get(a[k], 1)
-                ev = dupverify.verify(fa, bank.get(b[k]), p.min_inliers)
-                if wa is not None and not ev.proves(p.min_inliers, p.min_overlap):
-                    # Through crop, the whole images: a copy whose crop kept another face (see dupverify).
+                ev = dupverify.verify(fa, bank.get(b[k]), p.min_inliers) if sets[k] & FACES else dupverify.Evidence()
+                if sets[k] & WHOLE and not ev.proves(p.min_inliers, p.min_overlap):
                     whole = dupverify.verify(wa, bank.get(b[k], 1), p.min_inliers)
-                    ev = whole if whole.proves(p.min_inliers, p.min_overlap) else ev
+                    ev = whole if whole.proves(p.min_inliers, p.min_overlap) or not sets[k] & FACES else ev
                 out.append(ev)
             return out
 
@@ -317,9 +337,9 @@ def distance(a: dict[str, Any], b: dict[str, Any], p: DedupParams) -> int:
 
 def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: DedupParams,
              fa: dupverify.Packed | None = None, fb: dupverify.Packed | None = None,
-             wa: dupverify.Packed | None = None, wb: dupverify.Packed | None = None) -> dict[str, Any]:
+             whole: Callable[[], tuple[dupverify.Packed | None, dupverify.Packed | None]] | None = None) -> dict[str, Any]:
     """dup_kind and the evidence of a duplicate *ra* of the kept *rb* (``edge``: the pair's own join, if
-    any; *fa*, *fb*: their keypoints; *wa*, *wb*: the whole images' through crop).
+    any; *fa*, *fb*: their keypoints; *whole*: gives the whole images' through crop, read when needed).
 
     Kinds: exact (pixel-identical), mirror (joined by the mirrored hash), resized (the same framing:
     the pHash alone, or a fit whose frames overlap by IoU >= 0.8: other size, encoding or colours),
@@ -339,12 +359,13 @@ def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: Dedup
     if edge is not None and edge.evidence is None:
         out["dup_kind"] = ("resized", "reframed", "mirror")[edge.via]
     elif ev is not None and ev.proves(p.min_inliers, p.min_overlap):
+        wa, wb = whole() if whole is not None and ev.faces < 0 else (None, None)
         # The whole images' fit as it stands: the face guard (which defers to the face crops) does not apply here.
-        whole = replace(ev if ev.faces >= 0 or wa is None or wb is None else dupverify.verify(wa, wb), faces=-1)
-        if not whole.proves(p.min_inliers, p.min_overlap):  # too few keypoints left to fit: a small crop, or a cut-out
+        fit = replace(ev if wa is None or wb is None else dupverify.verify(wa, wb), faces=-1)
+        if not fit.proves(p.min_inliers, p.min_overlap):  # too few keypoints left to fit: a small crop, or a cut-out
             out["dup_kind"] = "reframed" if dupverify.around_faces(wa, wb) >= AROUND_FACES else "cutout"
         else:
-            out["dup_kind"] = "resized" if whole.frame_iou >= 0.8 else "reframed"
+            out["dup_kind"] = "resized" if fit.frame_iou >= 0.8 else "reframed"
     else:  # joined through other members of the group, not to this one directly
         out["dup_kind"] = "resized" if out["dup_hamming"] <= p.radius else "reframed"
     return out
@@ -425,9 +446,11 @@ class Dedup(Stage[DedupParams]):
         for (x, y), e in groups.edges.items():
             links.setdefault(x, []).append((y, e))
             links.setdefault(y, []).append((x, e))
-        def feats(i: int, j: int) -> tuple[dupverify.Packed | None, ...]:
-            """The face crops' keypoints of records i and j, then (through crop) the whole images'."""
-            return (bank.get(i), bank.get(j), bank.get(i, 1), bank.get(j, 1)) if bank is not None else (None, None)
+        def feats(i: int, j: int) -> tuple[Any, ...]:
+            """The keypoints of records i and j, and how to read the whole images' (through crop)."""
+            if bank is None:
+                return None, None, None
+            return bank.get(i), bank.get(j), (lambda: (bank.get(i, 1), bank.get(j, 1))) if bank.sets > 1 else None
 
         dups = conflicts = 0
         for g, idx in members.items():

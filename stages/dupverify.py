@@ -120,8 +120,8 @@ class Packed:
 
 
 def _box(corners: bytes | np.ndarray) -> tuple[float, float, float, float] | None:
-    c = np.frombuffer(bytes(corners), np.uint8).astype(np.float32) * STEP
-    return None if not c.any() else (float(c[0]), float(c[1]), float(c[2]), float(c[3]))
+    x0, y0, x1, y1 = (v * STEP for v in bytes(corners))
+    return None if not (x0 or y0 or x1 or y1) else (x0, y0, x1, y1)
 
 
 def unpack_all(b: bytes) -> list[Packed]:

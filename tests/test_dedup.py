@@ -548,7 +548,7 @@ def test_through_crop_a_face_pasted_onto_another_picture_is_a_cutout_and_a_small
     for k in (1, 2):
         edge = groups.edges.get((0, k))
         assert edge is not None and edge.evidence is not None  # proved directly
-        kinds[k] = relation(metrics[k], metrics[0], edge, p, sets[k][0], sets[0][0], sets[k][1], sets[0][1])["dup_kind"]
+        kinds[k] = relation(metrics[k], metrics[0], edge, p, sets[k][0], sets[0][0], lambda k=k: (sets[k][1], sets[0][1]))["dup_kind"]
     assert kinds == {1: "cutout", 2: "reframed"}
     # Without the whole images' keypoints (as without crop) there is no telling: both read as crops.
     assert relation(metrics[1], metrics[0], groups.edges[(0, 1)], p, sets[1][0], sets[0][0])["dup_kind"] in ("resized", "reframed")
