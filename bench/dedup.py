@@ -1,6 +1,7 @@
 """Benchmark of the dedup stage: near-duplicate precision/recall on real photos, and join scale.
 
-    python -m bench.dedup [--shared ../shared/data] [--sizes 100000,500000] [--skip-scale] [--skip-edits] [--step-n 500000 [--step-crop]] [--index-n 500000]
+    python -m bench.dedup [--shared ../shared/data] [--sizes 100000,500000] [--skip-scale] [--skip-edits]
+                          [--step-n 500000 [--step-crop same|other]] [--index-n 500000]
 
 Edits set (``../shared/data/faces``): every photo of faces/presence and faces/groups ("photos"),
 and the faces cut from them ("faces": the groups.csv boxes and one box per face of the
@@ -339,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-verify", action="store_true")
     ap.add_argument("--step-n", type=int, default=0, help="also time the dedup dataset step on this many images, with its peak memory")
-    ap.add_argument("--step-crop", action="store_true", help="--step-n as through crop: whole-image hashes and keypoints too")
+    ap.add_argument("--step-crop", choices=("same", "other"), default="",
+                    help="--step-n as through crop: whole-image hashes (the face's, or another image's) and keypoints too")
     ap.add_argument("--index-n", type=int, default=0, help="also time the keypoint index alone on a synthetic bank of this many images")
     ap.add_argument("--baselines-upto", type=int, default=100_000, help="run the faiss baselines up to this size")
     args = ap.parse_args(argv)

@@ -187,12 +187,14 @@ def _anon_peak(every: float) -> Iterator[list[float]]:
         done.set()
 
 
-def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000, crop: bool = False) -> None:
+def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000, crop: str = "") -> None:
     """A workspace holding the dedup stage's parts for *n* images: the pHashes of ``hash_set`` (FER2013
     faces and variants of them) and, as each row's blob, 96 random keypoints (the size a photo's take;
     random descriptors meet no others, so the keypoint index finds nothing: memory, not candidates).
-    *crop*: as through crop, the whole image's hashes too (another record's, so that they join as
-    densely as the faces') and a second set of 96 random keypoints with a face box."""
+    *crop*: as through crop, the whole image's hashes too and a second set of 96 random keypoints
+    with a face box; "same": the whole image's hashes are the face's (the whole images of near
+    copies are near copies), "other": another record's (a second near-copy graph as dense as the
+    faces' and unrelated to it: the worst case)."""
     from manifests.store import Store
     from pipeline.runner import outcome_row
     from stages.base import Outcome
@@ -211,7 +213,7 @@ def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000, crop: b
             metrics = {**records[k], "pixels": 48 * 48}
             blob = keypoints(head)
             if crop:
-                other = records[(k * 7919 + 1) % n]
+                other = records[(k * 7919 + 1) % n if crop == "other" else k]
                 metrics |= {"img_phash": other["phash"], "img_flip": other["phash_flip"], "img_crops": other["phash_crops"]}
                 blob += keypoints(whole)
             outs.append(outcome_row(Outcome(f"happy/{k:07d}.jpg", metrics=metrics, blob=blob)))
@@ -237,11 +239,11 @@ def _step_child(work: str, conn: Any) -> None:
     conn.send((base, wall, cpu, _peak_mb(), peak_anon[0], sum(o.status != "kept" for o in outs)))
 
 
-def step_bench(shared: Path, n: int, crop: bool = False) -> None:
+def step_bench(shared: Path, n: int, crop: str = "") -> None:
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         t0 = time.perf_counter()
         write_workspace(shared, Path(tmp), n, crop=crop)
-        print(f"dataset step at scale{' as through crop' if crop else ''}: {n:,} images' dedup parts written in "
+        print(f"dataset step at scale{f' as through crop ({crop})' if crop else ''}: {n:,} images' dedup parts written in "
               f"{time.perf_counter() - t0:.0f} s (pHashes of FER2013 faces and variants; 96 random keypoints "
               f"each{', twice (face and whole image)' if crop else ''} as the blob)")
         base, wall, cpu, peak, anon, dups = _in_child(_step_child, tmp)

@@ -21,8 +21,9 @@ parts). A pair
 within ``radius`` bits is a duplicate as it stands (the measured precision of pHash alone there is
 1.0); a pair further apart is a candidate, and only the ``top_k`` nearest candidates of each image
 are verified by local features and a geometric fit (``min_inliers`` inliers covering
-``min_overlap`` of the picture the two share): the face crops' keypoints, then, through crop,
-the whole images', whose fit must also hold inliers on the faces (see stages.dupverify). Pixel-identical images are joined too, and the
+``min_overlap`` of the picture the two share). Through crop a pair is verified on what proposed
+it: the face crops' keypoints, the whole images' (whose fit must also hold inliers on the faces,
+see stages.dupverify), or both; each set's keypoints are indexed apart. Pixel-identical images are joined too, and the
 pairs become groups (connected components). Per group: differing labels -> every member
 ``label_conflict``; else the largest image stays (then the sharpest, when the quality stage ran,
 then the smallest key) and the others are ``duplicate`` rows naming it, with ``dup_of``,
