@@ -141,7 +141,8 @@ def frame_hashes(pixels: np.ndarray) -> dict[str, str]:
 
 #: How a pair was proposed: its main hashes, a window against a main hash, a mirrored hash, shared keypoints.
 MAIN, WINDOW, FLIP, KEYPOINTS = 0, 1, 2, 3
-#: By what, as bits: the view's (the face crop's) hashes or keypoints, the whole image's (through crop).
+#: By what, as bits: the view's (the face crop's) hashes or keypoints, the whole image's (through crop;
+#: the bank's set s is bit 1 << s, as ``dupindex.bank_pairs`` marks them).
 FACES, WHOLE = 1, 2
 
 
@@ -250,20 +251,8 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         if p.verify and bank is None:
             bank = dupverify.Bank.of([m.get("orb", b"") for m in metrics])
         if p.verify and p.keypoints and bank is not None:
-            # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer); through
-            # crop the face crops' and the whole images' keypoints are indexed apart (each as dense as one set).
-            runs = []
-            for s, bit in enumerate((FACES, WHOLE)[:bank.sets]):
-                ka, kb, shared = dupindex.keypoint_pairs(bank.desc[s * n:(s + 1) * n], bank.count[s * n:(s + 1) * n], bank.release)
-                runs.append((ka, kb, shared, np.full(len(ka), bit, np.uint8)))
-            ka, kb, shared, kbits = (np.concatenate(x) for x in zip(*runs, strict=True))
-            if bank.sets > 1:  # a pair once, with the most shared keypoints and every set that proposed it
-                order = np.lexsort((-shared, kb, ka))
-                ka, kb, shared, kbits = ka[order], kb[order], shared[order], kbits[order]
-                first = np.ones(len(ka), bool)
-                first[1:] = (ka[1:] != ka[:-1]) | (kb[1:] != kb[:-1])
-                kbits = np.bitwise_or.reduceat(kbits, np.flatnonzero(first)) if len(kbits) else kbits
-                ka, kb, shared = ka[first], kb[first], shared[first]
+            # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
+            ka, kb, shared, kbits = dupindex.bank_pairs(bank)
             key, kkey = a.astype(np.int64) * n + b, ka * n + kb  # key is sorted (pairs sorted by a, then b)
             at = np.searchsorted(key, kkey).clip(max=max(len(key) - 1, 0))
             new = ~(key[at] == kkey) if len(key) else np.ones(len(kkey), bool)

@@ -20,10 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stages.phash import unique, unique_counts
+
+if TYPE_CHECKING:
+    from stages.dupverify import Bank
 
 INDEXED = 48
 TABLES = 10
@@ -35,6 +39,25 @@ MIN_SHARED = 3
 #: of a table's entries are sorted at once.
 CHUNK = 16384
 PART_ENTRIES = 1 << 22
+
+
+def bank_pairs(bank: Bank) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, shared, sets): image pairs a < b of a ``dupverify.Bank`` whose keypoints met, each once,
+    with the most descriptors shared and, as bits (``1 << s``), every set s that proposed it. Each set
+    (through crop: the face crops', the whole images') is indexed apart: as dense as one set."""
+    n, runs = len(bank), []
+    for s in range(bank.sets):
+        a, b, shared = keypoint_pairs(bank.desc[s * n:(s + 1) * n], bank.count[s * n:(s + 1) * n], bank.release)
+        runs.append((a, b, shared, np.full(len(a), 1 << s, np.uint8)))
+    a, b, shared, sets = (np.concatenate(x) for x in zip(*runs, strict=True))
+    if bank.sets > 1:
+        order = np.lexsort((-shared, b, a))
+        a, b, shared, sets = a[order], b[order], shared[order], sets[order]
+        first = np.ones(len(a), bool)
+        first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+        sets = np.bitwise_or.reduceat(sets, np.flatnonzero(first)) if len(sets) else sets
+        a, b, shared = a[first], b[first], shared[first]
+    return a, b, shared, sets
 
 
 def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -125,10 +125,12 @@ def _box(corners: bytes | np.ndarray) -> tuple[float, float, float, float] | Non
 
 
 def unpack_all(b: bytes) -> list[Packed]:
-    """Every set packed in *b* (``features`` outputs one after another)."""
+    """Every set packed in *b* (``features`` outputs one after another); a set cut short ends them."""
     out, at = [], 0
     while at + HEAD <= len(b):
         w, h, n = np.frombuffer(b, np.uint16, 3, at).tolist()
+        if at + HEAD + (2 + DESC) * n > len(b):
+            break
         xy = np.frombuffer(b, np.uint8, 2 * n, at + HEAD).reshape(n, 2).astype(np.float32) * STEP
         desc = np.frombuffer(b, np.uint8, DESC * n, at + HEAD + 2 * n).reshape(n, DESC)
         out.append(Packed((w, h), xy, desc, _box(b[at + 6:at + HEAD])))
