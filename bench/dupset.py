@@ -280,11 +280,11 @@ def score(images: Sequence[Copy], metrics: Sequence[dict[str, Any] | None], p: D
             "seconds": seconds, "wrong": wrong[:5]}
 
 
-def report(images: Sequence[Copy], through_crop: bool, params: Sequence[DedupParams], work: Path) -> None:
+def report(images: Sequence[Copy], through_crop: bool, params: Sequence[DedupParams], work: Path, detector: str = "") -> None:
     from bench.dedup import metrics_of
 
     t0 = time.perf_counter()
-    metrics = metrics_of([(im.source, im.edit, im.data) for im in images], through_crop, work)
+    metrics = metrics_of([(im.source, im.edit, im.data) for im in images], through_crop, work, detector)
     per = (time.perf_counter() - t0) / len(images)
     run = "--stages crop,dedup" if through_crop else "--stages dedup"
     print(f"{run}: per-item pass {1000 * per:.1f} ms/image (decode{', crop' if through_crop else ''}, hashes, keypoints)")
@@ -308,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-part", type=int, default=40)
     ap.add_argument("--score", action="store_true", help="score the dedup stage on the set, without and through crop")
     ap.add_argument("--skip-crop", action="store_true")
+    ap.add_argument("--skip-plain", action="store_true", help="score through crop only")
+    ap.add_argument("--detector", default="", help="crop's face detector (default: crop's default)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     images = items(args.shared, args.per_part)
@@ -318,8 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.score:
         params = [DedupParams(verify=False), DedupParams(), DedupParams(flips=False), DedupParams(keypoints=False)]
         with tempfile.TemporaryDirectory() as tmp:
-            for through in (False,) if args.skip_crop else (False, True):
-                report(images, through, params, Path(tmp))
+            for through in (False,) * (not args.skip_plain) + (True,) * (not args.skip_crop):
+                report(images, through, params, Path(tmp), args.detector)
     return 0
 
 

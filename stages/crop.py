@@ -24,7 +24,7 @@ from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, regi
 from stages.detectors import DETECTORS, Face, create, missing
 from stages.images import Decoded, View, atomic_write, encode_jpeg, to_gray, to_rgb
 
-DEFAULT_DETECTOR = "centerface"
+DEFAULT_DETECTOR = "centerface-bf16"
 POLICIES = ("largest", "reject", "all")
 EDGES = ("clamp", "pad")
 

