@@ -69,6 +69,8 @@ CANDIDATE_RADIUS = 10
 AROUND_FACES = 2
 #: Candidate pairs verified per thread task.
 VERIFY_CHUNK = 256
+#: Pairs sharing their first image screened in one distance matrix (96 x 64 x 96 int32: 2.4 MB).
+SCREEN_BATCH = 64
 #: Verified chunks between two releases of the keypoint bank's pages.
 RELEASE_EVERY = 64
 #: Images' keypoints written to the bank, or duplicates described (each reads two), between two releases.
@@ -271,17 +273,31 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         if bank is None or bank.sets == 1:
             sets[:] = FACES
 
+        def passing(run: np.ndarray, s: int, first: dupverify.Packed | None) -> np.ndarray:
+            """Which pairs of *run* (sharing their first image) verification on set *s* may prove: the
+            rest stop at the first ratio test, screened here in batches (dupverify.screen)."""
+            assert bank is not None
+            out = np.zeros(len(run), bool)
+            on = np.flatnonzero(sets[run] & (FACES if s == 0 else WHOLE))
+            for lo in range(0, len(on), SCREEN_BATCH):
+                at = on[lo:lo + SCREEN_BATCH]
+                out[at] = dupverify.screen(first, *bank.descs(b[run[at]], s), p.min_inliers)
+            return out
+
         def prove(ks: list[int]) -> list[dupverify.Evidence]:
             assert bank is not None
-            out, last, fa, wa = [], -1, None, None
-            for k in ks:  # pairs come sorted by their first image: read it once for its run of pairs
-                if a[k] != last:
-                    last, fa, wa = a[k], bank.get(a[k]), bank.get(a[k], 1)
-                ev = dupverify.verify(fa, bank.get(b[k]), p.min_inliers) if sets[k] & FACES else dupverify.Evidence()
-                if sets[k] & WHOLE and not ev.proves(p.min_inliers, p.min_overlap):
-                    whole = dupverify.verify(wa, bank.get(b[k], 1), p.min_inliers)
-                    ev = whole if whole.proves(p.min_inliers, p.min_overlap) or not sets[k] & FACES else ev
-                out.append(ev)
+            out: list[dupverify.Evidence] = []
+            idx = np.asarray(ks, np.int64)
+            cuts = np.flatnonzero(np.diff(a[idx])) + 1
+            for run in np.split(idx, cuts):  # pairs come sorted by their first image: read it once for its run
+                fa, wa = bank.get(a[run[0]]), bank.get(a[run[0]], 1)
+                face_ok, whole_ok = passing(run, 0, fa), passing(run, 1, wa) if bank.sets > 1 else np.zeros(len(run), bool)
+                for k, f_ok, w_ok in zip(run.tolist(), face_ok.tolist(), whole_ok.tolist(), strict=True):
+                    ev = dupverify.verify(fa, bank.get(b[k]), p.min_inliers) if f_ok else dupverify.Evidence()
+                    if sets[k] & WHOLE and not ev.proves(p.min_inliers, p.min_overlap):
+                        whole = dupverify.verify(wa, bank.get(b[k], 1), p.min_inliers) if w_ok else dupverify.Evidence()
+                        ev = whole if whole.proves(p.min_inliers, p.min_overlap) or not sets[k] & FACES else ev
+                    out.append(ev)
             return out
 
         chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]

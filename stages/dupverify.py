@@ -220,6 +220,19 @@ class Bank:
         os.preadv(self._fds[1], [xy.data], r * N_FEATURES * 2)
         return Packed((w, h), xy.astype(np.float32) * STEP, desc, box)
 
+    def descs(self, idx: np.ndarray, s: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The descriptors of images *idx*' set *s*, (m, N_FEATURES, DESC) at full width (rows past
+        an image's count are not its keypoints), and their counts."""
+        if s >= self.sets:
+            return np.zeros((len(idx), N_FEATURES, DESC), np.uint8), np.zeros(len(idx), np.uint8)
+        rows = s * self.n + np.asarray(idx, np.int64)
+        if not self._fds:
+            return self.desc[rows], self.count[rows]
+        out = np.empty((len(rows), N_FEATURES, DESC), np.uint8)
+        for j, r in enumerate(rows.tolist()):
+            os.preadv(self._fds[0], [out[j].data], r * N_FEATURES * DESC)
+        return out, self.count[rows]
+
     def __del__(self) -> None:
         for fd in getattr(self, "_fds", ()):
             os.close(fd)
@@ -280,6 +293,23 @@ def matches(a: np.ndarray, b: np.ndarray, need: int = 0) -> tuple[np.ndarray, np
     ia = np.arange(len(a))
     ok = (back[best] == ia) & one_way & (first < RATIO * back_second[best])
     return ia[ok], best[ok]
+
+
+def screen(a: Packed | None, desc: np.ndarray, count: np.ndarray, need: int) -> np.ndarray:
+    """Per image of a batch (``Bank.descs``): whether ``verify(a, it, need)`` can get past its first
+    ratio test, in one distance matrix for the batch (most candidate pairs stop there; one by one the
+    calls cost more than the counting). False where ``verify`` returns empty evidence at once."""
+    m = len(count)
+    ok = count >= 2
+    if a is None or len(a.desc) < 2 or not m:
+        return np.zeros(m, bool)
+    if not need:
+        return ok
+    d = distances(a.desc, desc.reshape(-1, DESC)).reshape(len(a.desc), m, N_FEATURES)
+    d[:, np.arange(N_FEATURES) >= count[:, None].astype(np.int64)] = np.iinfo(np.int32).max  # not keypoints
+    two = np.partition(d, 1, axis=2)  # per row and image: the nearest and second nearest distances
+    passed = np.count_nonzero(two[..., 0] < RATIO * two[..., 1], axis=0)
+    return ok & (passed >= need)
 
 
 def _hull_area(pts: np.ndarray) -> float:

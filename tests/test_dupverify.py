@@ -1,8 +1,11 @@
-"""The helpers under dedup's dataset step, against their definitions: keypoint matching
-(stages.dupverify) and distinct keys by sorting (stages.phash)."""
+"""The helpers under dedup's dataset step, against their definitions: keypoint matching and its
+batched screen (stages.dupverify) and distinct keys by sorting (stages.phash)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 
 from stages import dupverify
@@ -54,3 +57,41 @@ def test_unique_by_sorting_equals_numpy_unique() -> None:
         assert np.array_equal(unique(x), np.unique(x))
         got, want = unique_counts(x), np.unique(x, return_counts=True)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_screen_passes_exactly_the_pairs_verify_gets_past_its_first_ratio_test(tmp_path: Path, shared: Path) -> None:
+    grays = []
+    for name in ("fr_obama.jpg", "dl_tom_cruise.jpg", "df_couple.jpg", "df_selfie-many-people.jpg"):
+        g = cv2.imread(str(shared / "faces" / "presence" / name), cv2.IMREAD_GRAYSCALE)
+        h, w = g.shape
+        grays += [g, g[h // 5:h - h // 5, w // 6:w - w // 4],  # a photo, a crop of it and a half-size copy
+                  cv2.resize(g, (w // 2, h // 2), interpolation=cv2.INTER_AREA)]
+    blobs = [dupverify.features(g) for g in grays]
+    rng = np.random.default_rng(3)
+    for n in (96, 40, 2, 1):  # random keypoints, some sets short of the full width
+        xy = rng.integers(0, 256, (n, 2), np.uint8).tobytes()
+        blobs.append(np.array([400, 300, n], np.uint16).tobytes() + bytes(4) + xy + rng.integers(0, 256, (n, 32), np.uint8).tobytes())
+    blobs.append(b"")  # an image without keypoints
+    mapped = dupverify.Bank(len(blobs), tmp_path)
+    for i, b in enumerate(blobs):
+        mapped.put(i, b)
+    everyone = np.arange(len(blobs))
+    passed = 0
+    for bank in (dupverify.Bank.of(blobs), mapped):
+        desc, count = bank.descs(everyone)
+        assert desc.shape == (len(blobs), dupverify.N_FEATURES, dupverify.DESC) and count.tolist()[-5:] == [96, 40, 2, 1, 0]
+        for i in everyone.tolist():
+            first = bank.get(i)
+            for need in (0, 8, 30):
+                got = dupverify.screen(first, desc, count, need).tolist()
+                want = []
+                for j in everyone.tolist():
+                    other = bank.get(j)
+                    ok = first is not None and other is not None and len(first.desc) >= 2 and len(other.desc) >= 2
+                    want.append(ok and dupverify.matches(first.desc, other.desc, need) is not None)
+                assert got == want, (i, need)
+                passed += sum(got)
+        assert dupverify.screen(None, desc, count, 8).tolist() == [False] * len(blobs)
+        assert not dupverify.screen(bank.get(0), desc[:0], count[:0], 8).size
+    assert passed > 4 * len(blobs)  # real pairs pass (each image with itself and its copies), most others do not
+    assert np.array_equal(mapped.descs(everyone, 1)[1], np.zeros(len(blobs)))  # a set the bank does not hold: empty
