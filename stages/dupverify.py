@@ -309,7 +309,8 @@ def screen(a: Packed | None, desc: np.ndarray, count: np.ndarray, need: int) -> 
     d[:, np.arange(N_FEATURES) >= count[:, None].astype(np.int64)] = np.iinfo(np.int32).max  # not keypoints
     two = np.partition(d, 1, axis=2)  # per row and image: the nearest and second nearest distances
     passed = np.count_nonzero(two[..., 0] < RATIO * two[..., 1], axis=0)
-    return ok & (passed >= need)
+    out: np.ndarray = ok & (passed >= need)
+    return out
 
 
 def _hull_area(pts: np.ndarray) -> float:
