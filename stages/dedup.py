@@ -43,6 +43,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,6 @@ CANDIDATE_RADIUS = 10
 AROUND_FACES = 2
 #: Candidate pairs verified per thread task.
 VERIFY_CHUNK = 256
-#: Pairs sharing their first image screened in one distance matrix (96 x 64 x 96 int32: 2.4 MB).
-SCREEN_BATCH = 64
 #: Verified chunks between two releases of the keypoint bank's pages.
 RELEASE_EVERY = 64
 #: Images' keypoints written to the bank, or duplicates described (each reads two), between two releases.
@@ -272,41 +271,15 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         # copy whose crop kept another face; see dupverify), or both. Without crop every set is the view's.
         if bank is None or bank.sets == 1:
             sets[:] = FACES
-
-        def passing(run: np.ndarray, s: int, first: dupverify.Packed | None) -> np.ndarray:
-            """Which pairs of *run* (sharing their first image) verification on set *s* may prove: the
-            rest stop at the first ratio test, screened here in batches (dupverify.screen)."""
-            assert bank is not None
-            out = np.zeros(len(run), bool)
-            on = np.flatnonzero(sets[run] & (FACES if s == 0 else WHOLE))
-            for lo in range(0, len(on), SCREEN_BATCH):
-                at = on[lo:lo + SCREEN_BATCH]
-                out[at] = dupverify.screen(first, *bank.descs(b[run[at]], s), p.min_inliers)
-            return out
-
-        def prove(ks: list[int]) -> list[dupverify.Evidence]:
-            assert bank is not None
-            out: list[dupverify.Evidence] = []
-            idx = np.asarray(ks, np.int64)
-            cuts = np.flatnonzero(np.diff(a[idx])) + 1
-            for run in np.split(idx, cuts):  # pairs come sorted by their first image: read it once for its run
-                fa, wa = bank.get(a[run[0]]), bank.get(a[run[0]], 1)
-                face_ok, whole_ok = passing(run, 0, fa), passing(run, 1, wa) if bank.sets > 1 else np.zeros(len(run), bool)
-                for k, f_ok, w_ok in zip(run.tolist(), face_ok.tolist(), whole_ok.tolist(), strict=True):
-                    ev = dupverify.verify(fa, bank.get(b[k]), p.min_inliers) if f_ok else dupverify.Evidence()
-                    if sets[k] & WHOLE and not ev.proves(p.min_inliers, p.min_overlap):
-                        whole = dupverify.verify(wa, bank.get(b[k], 1), p.min_inliers) if w_ok else dupverify.Evidence()
-                        ev = whole if whole.proves(p.min_inliers, p.min_overlap) or not sets[k] & FACES else ev
-                    out.append(ev)
-            return out
-
-        chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
         proofs: dict[int, dupverify.Evidence] = {}
-        with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)) as pool:
-            for c, (ks, found) in enumerate(zip(chunks, pool.map(prove, chunks), strict=True)):
-                proofs.update(zip(ks, found, strict=True))
-                if bank is not None and c % RELEASE_EVERY == RELEASE_EVERY - 1:
-                    bank.release()  # the pages verification read leave the process (see dupverify.Bank)
+        if bank is not None and todo:
+            prove = partial(dupverify.prove, bank, a, b, sets, need=p.min_inliers, min_overlap=p.min_overlap)
+            chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
+            with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)) as pool:
+                for c, (ks, found) in enumerate(zip(chunks, pool.map(prove, chunks), strict=True)):
+                    proofs.update(zip(ks, found, strict=True))
+                    if c % RELEASE_EVERY == RELEASE_EVERY - 1:
+                        bank.release()  # the pages verification read leave the process (see dupverify.Bank)
         for k in np.flatnonzero(direct | check).tolist():
             i, j = int(a[k]), int(b[k])
             edge = Edge(int(d[k]), int(v[k]), proofs.get(k))

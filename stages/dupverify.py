@@ -59,6 +59,8 @@ EMPTY = bytes(HEAD)
 #: other picture, and the IoU from which two kept faces are the same region.
 FACE_INLIERS = 2
 SAME_FACE = 0.3
+#: ``prove``: pairs sharing their first image screened in one distance matrix (96 x 64 x 96 int32: 2.4 MB).
+SCREEN_BATCH = 64
 #: ``around_faces``: matches count from this far outside a face box (in box sizes; the crop stage's
 #: default margin, so outside what the face crops compared).
 AROUND_MARGIN = 0.2
@@ -347,6 +349,32 @@ def verify(a: Packed | None, b: Packed | None, need: int = 0) -> Evidence:
     union = wa * ha + wb * hb / scale ** 2 - shared
     faces = _faces(a, b, m, inv, pa[inl], pb[inl]) if a.box is not None and b.box is not None else -1
     return Evidence(len(ia), int(inl.sum()), scale, rotation, min(1.0, overlap), shared / union if union > 0 else 0.0, faces)
+
+
+def prove(bank: Bank, a: np.ndarray, b: np.ndarray, sets: np.ndarray, ks: list[int], need: int,
+          min_overlap: float) -> list[Evidence]:
+    """Evidence for pairs ``(a[k], b[k])``, k in *ks* (sorted by ``a[k]``), of *bank*'s images, each
+    verified on the sets that proposed it (``sets[k]``: bit ``1 << s`` for set s): the face crops'
+    first, the whole images' where those do not prove it; a pair both proposed keeps the face crops'
+    evidence unless the whole images' proves it. Pairs sharing their first image are screened in
+    batches (``screen``); only those past the first ratio test are read and verified one by one."""
+    out: list[Evidence] = []
+    idx = np.asarray(ks, np.int64)
+    for run in np.split(idx, np.flatnonzero(np.diff(a[idx])) + 1):  # read each first image once for its run
+        first = [bank.get(a[run[0]], s) for s in (0, 1)]
+        ok = np.zeros((2, len(run)), bool)
+        for s in (0, 1):
+            on = np.flatnonzero(sets[run] & (1 << s))
+            for lo in range(0, len(on), SCREEN_BATCH):
+                at = on[lo:lo + SCREEN_BATCH]
+                ok[s, at] = screen(first[s], *bank.descs(b[run[at]], s), need)
+        for k, face_ok, whole_ok in zip(run.tolist(), ok[0].tolist(), ok[1].tolist(), strict=True):
+            ev = verify(first[0], bank.get(b[k]), need) if face_ok else Evidence()
+            if sets[k] & 2 and not ev.proves(need, min_overlap):
+                whole = verify(first[1], bank.get(b[k], 1), need) if whole_ok else Evidence()
+                ev = whole if whole.proves(need, min_overlap) or not sets[k] & 1 else ev
+            out.append(ev)
+    return out
 
 
 def around_faces(a: Packed | None, b: Packed | None) -> int:
