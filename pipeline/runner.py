@@ -244,11 +244,12 @@ def with_workspace_stages(cfg: RunConfig, store: Store, ingest_fp: str) -> RunCo
 
     ``--stages train`` after ``--stages compress,crop,ocr,split`` trains on the face crops ocr kept,
     with the stored split, and leaves manifest.csv and dataset/ as they were; without this it would
-    train on every raw input image and rewrite the manifest with them.
+    train on every raw input image and rewrite the manifest with them. Where the input changed
+    since that run, the earlier stages run again on it first (their fingerprints no longer match).
     """
     first = cfg.stages[0] if cfg.stages else ""
     toml = cfg.out / "run.toml"
-    if first not in BUILDS_ON_WORKSPACE or not toml.is_file() or store.fingerprints().get("ingest") != ingest_fp:
+    if first not in BUILDS_ON_WORKSPACE or not toml.is_file():
         return cfg
     from pipeline.config import ConfigError, load_toml, stage_params
 
@@ -262,6 +263,10 @@ def with_workspace_stages(cfg: RunConfig, store: Store, ingest_fp: str) -> RunCo
     if not earlier:
         return cfg
     log.info("%s: building on this workspace's earlier stages %s (settings from %s)", first, ",".join(earlier), toml)
+    if store.fingerprints().get("ingest") not in (None, ingest_fp):
+        # The input (or how facesift lists it) changed since: the earlier stages run again on it
+        # rather than being dropped, so the result is still what they keep.
+        log.warning("%s: the input changed since this workspace's last run; %s run again first", first, ",".join(earlier))
     return dataclasses.replace(cfg, stages=tuple(ordered([*earlier, *cfg.stages])), params=params)
 
 

@@ -293,3 +293,21 @@ def test_zip_members_are_written_into_the_tree(faces, tmp_path, cli) -> None:
     for r in rows:
         dst = files[f"{r['split']}/{r['label']}/{r['key'].split('/')[-1]}"]
         assert dst.read_bytes() == (faces / r["key"]).read_bytes()
+
+
+def test_split_alone_after_the_input_changed_runs_the_workspace_stages_again_instead_of_dropping_them(faces, tmp_path,
+                                                                                                      cli) -> None:
+    src = tmp_path / "in"
+    shutil.copytree(faces, src)
+    work = tmp_path / "w"
+    rows = run(cli, src, work, "--workers", "1")
+    assert all(r["file"].startswith("images/") for r in rows)  # compress's output, not the source
+    new = src / "happy" / "p00_happy_new.jpg"
+    shutil.copy(src / "sad" / sorted(p.name for p in (src / "sad").iterdir())[0], new)
+    code, _, err = cli("run", "-i", src, "-o", work, "--stages", "split", "--workers", "1", "--shard-size", "8",
+                       "--split-group-regex", r"/(p\d+)_")
+    assert code == 0, err
+    assert "building on this workspace's earlier stages compress" in err and "the input changed" in err
+    after = {r["key"]: r for r in read_csv(work / "manifest.csv")}
+    assert set(after) == {r["key"] for r in rows} | {"happy/p00_happy_new.jpg"}
+    assert all(r["file"].startswith("images/") and (work / r["file"]).is_file() for r in after.values())
