@@ -53,7 +53,7 @@ from manifests.store import Store
 from stages import dupindex, dupverify
 from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
 from stages.images import Decoded, to_gray
-from stages.phash import components, hamming, near_pairs, phash, pixel_hash, unhex
+from stages.phash import components, hamming, phash, pixel_hash
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +140,6 @@ def frame_hashes(pixels: np.ndarray) -> dict[str, str]:
     return {"img_phash": main, "img_flip": mirrored, "img_crops": "".join(phash(np.ascontiguousarray(w))[0] for w in windows(gray))}
 
 
-#: How a pair was proposed: its main hashes, a window against a main hash, a mirrored hash, shared keypoints.
-MAIN, WINDOW, FLIP, KEYPOINTS = 0, 1, 2, 3
-#: By what, as bits: the view's (the face crop's) hashes or keypoints, the whole image's (through crop;
-#: the bank's set s is bit 1 << s, as ``dupindex.bank_pairs`` marks them).
-FACES, WHOLE = 1, 2
-
-
 @dataclass
 class Edge:
     """Why two records are joined: their smallest pHash distance, how it was measured, and the verification."""
@@ -168,70 +161,6 @@ class Groups:
     proved: int = 0             # of which proved
 
 
-def _codes(metrics: Sequence[dict[str, Any]], prefix: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """(main, mirrored, windows) codes of the view (prefix "phash") or of the whole image ("img")."""
-    if prefix == "img":
-        def get(m: dict[str, Any], k: str) -> str:
-            return str(m.get(f"img_{k}", m["phash" if k == "phash" else f"phash_{k}"]))
-        main = unhex([get(m, "phash") for m in metrics])
-        flip = unhex([get(m, "flip") for m in metrics])
-        crops = [get(m, "crops") for m in metrics]
-    else:
-        main, flip = unhex([m["phash"] for m in metrics]), unhex([m["phash_flip"] for m in metrics])
-        crops = [m["phash_crops"] for m in metrics]
-    return main, flip, [unhex([c[16 * k:16 * (k + 1)] for c in crops]) for k in range(N_WINDOWS)]
-
-
-def candidates(metrics: Sequence[dict[str, Any]], p: DedupParams) -> tuple[np.ndarray, ...]:
-    """Every pair (a < b) within the candidate radius, once, with its smallest distance, how it was
-    seen and by which hashes (``FACES`` | ``WHOLE`` bits: the view's, the whole image's)."""
-    reach = max(CANDIDATE_RADIUS, p.radius) if p.verify else p.radius
-    found: list[tuple[np.ndarray, ...]] = []
-    d: Any  # a pair's distances, then every pair's
-    v: Any  # how a pair was seen, then every pair's
-    via: list[int]
-    prefixes = ["phash"] + (["img"] if any("img_phash" in m for m in metrics) else [])
-    for prefix in prefixes:
-        bit = FACES if prefix == "phash" else WHOLE
-        main, flip, wins = _codes(metrics, prefix)
-        # Only the main hashes reach out to candidates: the mirrored hash cannot be verified (keypoints
-        # are not mirror-invariant) and a window of a copy sits within the radius or is found by its
-        # keypoints (the same recall on the development set), and each far query costs as much as the main one.
-        joins = [(near_pairs(main, reach)[0], MAIN)]
-        near: list[np.ndarray] = ([flip] if p.flips else []) + (wins if p.crops else [])
-        via = ([FLIP] if p.flips else []) + [WINDOW] * (len(wins) if p.crops else 0)
-        if near:
-            joins += list(zip(near_pairs(main, p.radius, near), via, strict=True))
-        for (i, j, d), v in joins:
-            keep = i != j
-            n_kept = int(keep.sum())
-            found.append((np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep], np.full(n_kept, v), np.full(n_kept, bit, np.uint8)))
-    if not found:
-        z = np.zeros(0, np.int32)
-        return z, z, z.astype(np.int16), z.astype(np.int8), z.astype(np.uint8)
-    a, b, d, v, s = (np.concatenate(x) for x in zip(*found, strict=True))
-    order = np.lexsort((v, d, b, a))
-    a, b, d, v, s = a[order], b[order], d[order], v[order], s[order]
-    first = np.ones(len(a), bool)
-    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    s = np.bitwise_or.reduceat(s, np.flatnonzero(first)) if len(s) else s
-    # Compact: 12 bytes a pair, not 40 (tens of millions of pairs on a 500k collection of near copies).
-    return a[first].astype(np.int32), b[first].astype(np.int32), d[first].astype(np.int16), v[first].astype(np.int8), s
-
-
-def nearest(a: np.ndarray, b: np.ndarray, d: np.ndarray, n: int, k: int) -> np.ndarray:
-    """Mask of the pairs that are among the *k* nearest of either of their images."""
-    if not len(a) or k == 0:
-        return np.zeros(len(a), bool)
-    ends = np.concatenate([a, b])
-    dist = np.concatenate([d, d])
-    order = np.lexsort((dist, ends))
-    start = np.searchsorted(ends[order], np.arange(n))
-    rank = np.empty(len(ends), np.int64)
-    rank[order] = np.arange(len(ends)) - start[ends[order]]
-    return (rank[:len(a)] < k) | (rank[len(a):] < k)
-
-
 def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None = None) -> Groups:
     """Group records by pixel identity and, in near mode, by pHash distance and verification (see module doc).
 
@@ -248,29 +177,22 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
     exact_groups = int(np.count_nonzero(same & ~np.concatenate([[False], same[:-1]]))) if n > 1 else 0
     groups = Groups(np.arange(n), exact_groups=exact_groups)
     if p.mode == "near" and n > 1:
-        a, b, d, v, sets = candidates(metrics, p)
+        reach = max(CANDIDATE_RADIUS, p.radius) if p.verify else p.radius
+        pairs = dupindex.phash_pairs(metrics, reach, p.radius, flips=p.flips, crops=p.crops)
         if p.verify and bank is None:
             bank = dupverify.Bank.of([m.get("orb", b"") for m in metrics])
         if p.verify and p.keypoints and bank is not None:
-            # Pairs that share keypoints, ranked after every pHash candidate (more shared: nearer).
-            ka, kb, shared, kbits = dupindex.bank_pairs(bank)
-            key, kkey = a.astype(np.int64) * n + b, ka * n + kb  # key is sorted (pairs sorted by a, then b)
-            at = np.searchsorted(key, kkey).clip(max=max(len(key) - 1, 0))
-            new = ~(key[at] == kkey) if len(key) else np.ones(len(kkey), bool)
-            sets[at[~new]] |= kbits[~new]  # a pHash candidate also proposed by keypoints: its sets too
-            a, b = np.concatenate([a, ka[new].astype(a.dtype)]), np.concatenate([b, kb[new].astype(b.dtype)])
-            d = np.concatenate([d, (MAX_RADIUS + 1 + np.maximum(0, dupindex.INDEXED - shared[new])).astype(d.dtype)])
-            v = np.concatenate([v, np.full(int(new.sum()), KEYPOINTS, v.dtype)])
-            sets = np.concatenate([sets, kbits[new]])
+            pairs = dupindex.with_keypoint_pairs(pairs, bank, MAX_RADIUS + 1)
+        a, b, d, v, sets = pairs
         direct = d <= p.radius
-        check = ~direct & (v != FLIP) & nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
+        check = ~direct & (v != dupindex.FLIP) & dupindex.nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
         todo = np.flatnonzero(check).tolist()
         # Threads help where OpenCV's fits (which release the GIL) are the work; unrelated pairs stop early
         # in NumPy steps that hold it. A chunk of pairs a task (a task a pair cost more in hand-offs).
         # Through crop, a pair is verified on what proposed it: the face crops, the whole images (a
         # copy whose crop kept another face; see dupverify), or both. Without crop every set is the view's.
         if bank is None or bank.sets == 1:
-            sets[:] = FACES
+            sets[:] = dupindex.FACES
         proofs: dict[int, dupverify.Evidence] = {}
         if bank is not None and todo:
             prove = partial(dupverify.prove, bank, a, b, sets, need=p.min_inliers, min_overlap=p.min_overlap)

@@ -1,6 +1,13 @@
-"""Candidates by shared keypoints: images whose ORB descriptors meet in hash buckets.
+"""dedup's candidate pairs: near pHashes, then shared keypoints; the nearest few of each image.
 
-A copy cropped to a fifth of the photo, padded or cut out has another pHash altogether; what it
+``phash_pairs`` joins the main pHashes (of the face crop and, through crop, of the whole image)
+within the candidate radius and the mirrored and window hashes within the duplicate radius
+(stages.phash.near_pairs); ``with_keypoint_pairs`` adds the pairs whose keypoints met (below),
+ranked after every pHash candidate; ``nearest`` marks the ``top_k`` nearest candidates of each
+image, the ones verification looks at.
+
+Candidates by shared keypoints: images whose ORB descriptors meet in hash buckets. A copy
+cropped to a fifth of the photo, padded or cut out has another pHash altogether; what it
 keeps are local features. The first ``INDEXED`` keypoints of each image (the strongest of each
 grid cell first, see stages.dupverify.spread) enter ``TABLES`` hash tables keyed by disjoint
 ``BITS``-bit pieces of the 256-bit descriptor (locality-sensitive hashing: two descriptors of one
@@ -18,13 +25,13 @@ order (read at random places, a mapped bank would map most of itself).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.phash import unique, unique_counts
+from stages.phash import near_pairs, unhex, unique, unique_counts
 
 if TYPE_CHECKING:
     from stages.dupverify import Bank
@@ -39,6 +46,98 @@ MIN_SHARED = 3
 #: of a table's entries are sorted at once.
 CHUNK = 16384
 PART_ENTRIES = 1 << 22
+
+
+#: How a pair was proposed: its main hashes, a window against a main hash, a mirrored hash, shared keypoints.
+MAIN, WINDOW, FLIP, KEYPOINTS = 0, 1, 2, 3
+#: By what, as bits: the view's (the face crop's) hashes or keypoints, the whole image's (through crop;
+#: the bank's set s is bit 1 << s, as ``dupindex.bank_pairs`` marks them).
+FACES, WHOLE = 1, 2
+
+
+#: Candidate pairs: a, b (a < b), distance, kind (``MAIN`` ...), sets (``FACES`` | ``WHOLE``).
+Pairs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _codes(metrics: Sequence[dict[str, Any]], prefix: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(main, mirrored, windows) codes of the view (prefix "phash") or of the whole image ("img")."""
+    if prefix == "img":
+        def get(m: dict[str, Any], k: str) -> str:
+            return str(m.get(f"img_{k}", m["phash" if k == "phash" else f"phash_{k}"]))
+        main = unhex([get(m, "phash") for m in metrics])
+        flip = unhex([get(m, "flip") for m in metrics])
+        crops = [get(m, "crops") for m in metrics]
+    else:
+        main, flip = unhex([m["phash"] for m in metrics]), unhex([m["phash_flip"] for m in metrics])
+        crops = [m["phash_crops"] for m in metrics]
+    return main, flip, [unhex([c[16 * k:16 * (k + 1)] for c in crops]) for k in range(len(crops[0]) // 16 if crops else 0)]
+
+
+def phash_pairs(metrics: Sequence[dict[str, Any]], reach: int, radius: int, *, flips: bool, crops: bool) -> Pairs:
+    """Every pair (a < b) whose main pHashes are within *reach* bits, or a main hash and a mirrored one
+    (*flips*) or a window's (*crops*) within *radius*, once, with its smallest distance, how it was seen
+    and by which hashes (``FACES`` | ``WHOLE`` bits: the view's, the whole image's)."""
+    found: list[tuple[np.ndarray, ...]] = []
+    d: Any  # a pair's distances, then every pair's
+    v: Any  # how a pair was seen, then every pair's
+    via: list[int]
+    prefixes = ["phash"] + (["img"] if any("img_phash" in m for m in metrics) else [])
+    for prefix in prefixes:
+        bit = FACES if prefix == "phash" else WHOLE
+        main, flip, wins = _codes(metrics, prefix)
+        # Only the main hashes reach out to candidates: the mirrored hash cannot be verified (keypoints
+        # are not mirror-invariant) and a window of a copy sits within the radius or is found by its
+        # keypoints (the same recall on the development set), and each far query costs as much as the main one.
+        joins = [(near_pairs(main, reach)[0], MAIN)]
+        near: list[np.ndarray] = ([flip] if flips else []) + (wins if crops else [])
+        via = ([FLIP] if flips else []) + [WINDOW] * (len(wins) if crops else 0)
+        if near:
+            joins += list(zip(near_pairs(main, radius, near), via, strict=True))
+        for (i, j, d), v in joins:
+            keep = i != j
+            n_kept = int(keep.sum())
+            found.append((np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep], np.full(n_kept, v), np.full(n_kept, bit, np.uint8)))
+    if not found:
+        z = np.zeros(0, np.int32)
+        return z, z, z.astype(np.int16), z.astype(np.int8), z.astype(np.uint8)
+    a, b, d, v, s = (np.concatenate(x) for x in zip(*found, strict=True))
+    order = np.lexsort((v, d, b, a))
+    a, b, d, v, s = a[order], b[order], d[order], v[order], s[order]
+    first = np.ones(len(a), bool)
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    s = np.bitwise_or.reduceat(s, np.flatnonzero(first)) if len(s) else s
+    # Compact: 12 bytes a pair, not 40 (tens of millions of pairs on a 500k collection of near copies).
+    return a[first].astype(np.int32), b[first].astype(np.int32), d[first].astype(np.int16), v[first].astype(np.int8), s
+
+
+def nearest(a: np.ndarray, b: np.ndarray, d: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Mask of the pairs that are among the *k* nearest of either of their images."""
+    if not len(a) or k == 0:
+        return np.zeros(len(a), bool)
+    ends = np.concatenate([a, b])
+    dist = np.concatenate([d, d])
+    order = np.lexsort((dist, ends))
+    start = np.searchsorted(ends[order], np.arange(n))
+    rank = np.empty(len(ends), np.int64)
+    rank[order] = np.arange(len(ends)) - start[ends[order]]
+    return (rank[:len(a)] < k) | (rank[len(a):] < k)
+
+
+def with_keypoint_pairs(pairs: Pairs, bank: Bank, rank_from: int) -> Pairs:
+    """*pairs* (sorted by a, then b) and the pairs of *bank* whose keypoints met: a new pair gets the
+    distance ``rank_from + INDEXED - shared`` (after every pHash candidate; more shared, nearer) and
+    the kind ``KEYPOINTS``; a pair proposed both ways keeps its pHash distance and gains the sets."""
+    a, b, d, v, sets = pairs
+    n = len(bank)
+    ka, kb, shared, kbits = bank_pairs(bank)
+    key, kkey = a.astype(np.int64) * n + b, ka * n + kb
+    at = np.searchsorted(key, kkey).clip(max=max(len(key) - 1, 0))
+    new = ~(key[at] == kkey) if len(key) else np.ones(len(kkey), bool)
+    sets = sets.copy()
+    sets[at[~new]] |= kbits[~new]
+    return (np.concatenate([a, ka[new].astype(a.dtype)]), np.concatenate([b, kb[new].astype(b.dtype)]),
+            np.concatenate([d, (rank_from + np.maximum(0, INDEXED - shared[new])).astype(d.dtype)]),
+            np.concatenate([v, np.full(int(new.sum()), KEYPOINTS, v.dtype)]), np.concatenate([sets, kbits[new]]))
 
 
 def bank_pairs(bank: Bank) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
