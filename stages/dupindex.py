@@ -51,7 +51,7 @@ PART_ENTRIES = 1 << 22
 #: How a pair was proposed: its main hashes, a window against a main hash, a mirrored hash, shared keypoints.
 MAIN, WINDOW, FLIP, KEYPOINTS = 0, 1, 2, 3
 #: By what, as bits: the view's (the face crop's) hashes or keypoints, the whole image's (through crop;
-#: the bank's set s is bit 1 << s, as ``dupindex.bank_pairs`` marks them).
+#: the bank's set s is bit 1 << s, as ``bank_pairs`` marks them and ``dupverify.prove`` reads them).
 FACES, WHOLE = 1, 2
 
 
@@ -80,7 +80,6 @@ def phash_pairs(metrics: Sequence[dict[str, Any]], reach: int, radius: int, *, f
     found: list[tuple[np.ndarray, ...]] = []
     d: Any  # a pair's distances, then every pair's
     v: Any  # how a pair was seen, then every pair's
-    via: list[int]
     prefixes = ["phash"] + (["img"] if any("img_phash" in m for m in metrics) else [])
     for prefix in prefixes:
         bit = FACES if prefix == "phash" else WHOLE
