@@ -5,14 +5,17 @@ measured faster (BENCHMARKS.md), with ONNX Runtime where OpenVINO is not install
   1e-5 of it;
 - the face detector (CenterFace): ``centerface-bf16``, the default, leaves the precision to
   OpenVINO, which computes in bfloat16 where the CPU does so natively (AMX: Intel Xeon since
-  Sapphire Rapids): about 0.5x the time, outputs within 0.01-0.05; ``centerface`` (float32) runs on
-  ONNX Runtime (OpenVINO's float32 was slower in the pipeline: ``--stages crop`` 16.3 s against 15.7 s).
+  Sapphire Rapids): about 0.5x the time, outputs within 0.01-0.05; on a CPU without native
+  bfloat16 it runs as ``centerface`` does: float32 on ONNX Runtime (OpenVINO's float32 was slower:
+  ``--stages crop`` 16.3 s against 15.7 s on an AMX CPU, 100-117 ms against 63-83 ms a 640x480
+  photo on an AVX2-only one; ``native_bf16``).
 
 ``FACESIFT_RUNTIME=onnxruntime`` (or ``openvino``) picks the runtime for every network.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
@@ -33,6 +36,18 @@ def runtime(prefer: str = "openvino") -> str:
         raise ValueError(f"FACESIFT_RUNTIME must be one of {', '.join(RUNTIMES)}, got {name!r}")
     name = name or prefer
     return name if name == "onnxruntime" or importlib.util.find_spec("openvino") is not None else "onnxruntime"
+
+
+@functools.lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether OpenVINO computes bfloat16 natively on this CPU (AVX512-BF16 or AMX: its
+    ``OPTIMIZATION_CAPABILITIES`` list BF16). Elsewhere its bfloat16 hint means float32, where
+    OpenVINO was slower than ONNX Runtime on CenterFace (BENCHMARKS.md)."""
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def onnxruntime_session(model: str | bytes) -> Any:

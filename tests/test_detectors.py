@@ -46,6 +46,20 @@ def test_the_default_is_centerface_in_bfloat16() -> None:
     assert DETECTORS[DEFAULT_DETECTOR].runtime == "openvino" and DETECTORS[DEFAULT_DETECTOR].precision == ""
 
 
+def test_the_default_runs_on_openvino_only_where_the_cpu_computes_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenVINO in bfloat16 where the CPU has it (AVX512-BF16 or AMX, as /proc/cpuinfo lists them);
+    elsewhere float32 on ONNX Runtime, as ``centerface`` runs (OpenVINO's float32 is slower)."""
+    from stages import netrun
+
+    monkeypatch.delenv("FACESIFT_RUNTIME", raising=False)
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert netrun.native_bf16() == native or not flags
+    fresh = create(DEFAULT_DETECTOR)
+    assert isinstance(fresh.run, netrun.OpenVINONetwork) == netrun.native_bf16()  # type: ignore[attr-defined]
+    assert fresh.where() == (("openvino", "") if netrun.native_bf16() else ("onnxruntime", "f32"))  # type: ignore[attr-defined]
+
+
 # measured: 4 of 5, 10 of 15 and 7 of 8 masked faces at IoU >= 0.5
 @pytest.mark.parametrize("name, at_least", [("mw_train_img_11.jpg", 4), ("mw_train_img_127.jpg", 9), ("mw_train_img_105.jpg", 6)])
 def test_masked_faces_found_near_the_truth(shared: Path, default: object, name: str, at_least: int) -> None:

