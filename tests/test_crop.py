@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from stages.base import Context, Item, Outcome
-from stages.crop import Crop, CropParams, cut_face, eye_angle
+from stages.crop import Crop, CropParams, coarse_look, cut_face, eye_angle, find_faces
 from stages.detectors import DETECTORS, Face, create
 from stages.detectors.annotations import consensus
 from stages.detectors.base import Backend, box_iou, package_file, register
@@ -146,6 +146,36 @@ def test_policies_largest_reject_all(shared: Path, tmp_path: Path) -> None:
         assert box_iou(box(o), t) >= 0.3 and (tmp_path / o.artifact).is_file()
     one = crop(stage(policy="all"), shared / "faces/presence/fr_obama.jpg", tmp_path)
     assert isinstance(one, list) and [o.key for o in one] == ["fr_obama.jpg#0"]
+
+
+def test_coarse_look_settles_plain_photos_and_leaves_the_rest_to_the_full_look(shared: Path, tmp_path: Path) -> None:
+    """Policy largest on a 320 px look first: one big sure face settles the photo, boxed as the full
+    look boxes it; photos of two people, small photos and the other policies get the full look."""
+    det = create("centerface-bf16")
+    p = CropParams(coarse=True)
+
+    def look(name: str, params: CropParams = p) -> tuple[list[Face], tuple[int, ...]] | None:
+        path = shared / "faces" / name
+        return coarse_look(det, Decoded.from_bytes(path.read_bytes()), Item(name, str(path), str(path)), params)
+
+    for name in ("presence/fr_obama.jpg", "presence/fp_kate_siegel.jpg"):
+        got = look(name)
+        assert got is not None and max(got[1][:2]) == 320, name
+        image = Decoded.from_bytes((shared / "faces" / name).read_bytes())
+        full = find_faces(det, image, Item(name, name, name))[0]
+        assert box_iou(got[0][0].box, max(full, key=lambda f: f.area).box) >= 0.8, name  # measured 0.90-0.93
+    for name in ("presence/fr_obama_and_biden.jpg", "presence/df_couple.jpg", "presence/dl_dogs.jpg",
+                 "presence/fr_obama_small.jpg"):  # two faces, two faces, none, 320 px already
+        assert look(name) is None, name
+    for params in (CropParams(coarse=True, policy="all"), CropParams(coarse=True, policy="reject"), CropParams(),
+                   CropParams(coarse=True, detect_side=640)):
+        assert look("presence/fr_obama.jpg", params) is None
+    haar = create("haar")  # a backend without a coarse look
+    path = shared / "faces/presence/fr_obama.jpg"
+    assert coarse_look(haar, Decoded.from_bytes(path.read_bytes()), Item("o", "o", "o"), p) is None
+    # through the stage: the same face cut, within the boxes' jitter
+    a, b = crop(stage(coarse=True), path, tmp_path, key="a.jpg"), crop(stage(), path, tmp_path, key="b.jpg")
+    assert isinstance(a, Outcome) and isinstance(b, Outcome) and box_iou(box(a), box(b)) >= 0.8
 
 
 def test_minimum_face_size_in_px_and_fraction(shared: Path, res10: Crop, tmp_path: Path) -> None:

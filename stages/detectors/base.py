@@ -71,6 +71,9 @@ class Backend:
 
     name: ClassVar[str] = ""
     side: ClassVar[int] = 640
+    #: Longer side of a first, cheaper look (``detect_at``) for photos whose face is plain at that
+    #: size (the crop stage's ``coarse``); 0: the backend has none.
+    coarse_side: ClassVar[int] = 0
     #: Top-level modules that must be importable.
     needs: ClassVar[tuple[str, ...]] = ()
     #: What to install when one of them is missing.

