@@ -107,11 +107,12 @@ def timed_process(argv: list[str]) -> float:
     return elapsed
 
 
-def facesift(data: Path, work: Path, stages: str, workers: int, profile: bool = False, detector: str = "") -> float:
+def facesift(data: Path, work: Path, stages: str, workers: int, profile: bool = False,
+             crop: Sequence[str] = ()) -> float:
     argv = [sys.executable, "-m", "pipeline", "run", "--input", str(data), "--out", str(work), "--stages", stages,
             "--workers", str(workers), "-q"]
-    if detector and "crop" in stages.split(","):
-        argv += ["--detector", detector]
+    if "crop" in stages.split(","):
+        argv += crop
     return timed_process(argv + (["--profile"] if profile else []))
 
 
@@ -139,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, help="keep the workspaces in this folder (default: a temporary one, removed)")
     p.add_argument("--no-profile", action="store_true", help="leave out --profile (to measure a version without it)")
     p.add_argument("--detector", default="", help="crop's --detector in every facesift run (default: crop's default)")
+    p.add_argument("--crop-coarse", action="store_true", help="crop's --crop-coarse in every facesift run")
     p.add_argument("--role", choices=("floor", "seed"), help=argparse.SUPPRESS)
     p.add_argument("--files", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -165,6 +167,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         generate.main(["--out", str(data), "--n", str(args.n), "--sizes", "4000x3000", "--seed", "7"])
     files = sorted(f for f in data.rglob("*") if f.suffix.lower() in SUFFIXES)
     n, w = len(files), args.workers
+    crop = (["--detector", args.detector] if args.detector else []) + (["--crop-coarse"] if args.crop_coarse else [])
     for f in files:  # warm the page cache: no contender pays for cold reads
         f.read_bytes()
     lists = {}
@@ -185,16 +188,16 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
 
     record("floor0", run_floor("0"))
     record("compress", facesift(data, tmp / "w_compress", "compress", w))
-    record("+crop", facesift(data, tmp / "w_crop2", "compress,crop", w, detector=args.detector))
-    record("+ocr", facesift(data, tmp / "w_ocr", "compress,crop,ocr", w, detector=args.detector))
-    record("whole", facesift(data, tmp / "w_whole", WHOLE, w, profile=not args.no_profile, detector=args.detector))
-    record("crop", facesift(data, tmp / "w_crop", "crop", w, detector=args.detector))
+    record("+crop", facesift(data, tmp / "w_crop2", "compress,crop", w, crop=crop))
+    record("+ocr", facesift(data, tmp / "w_ocr", "compress,crop,ocr", w, crop=crop))
+    record("whole", facesift(data, tmp / "w_whole", WHOLE, w, profile=not args.no_profile, crop=crop))
+    record("crop", facesift(data, tmp / "w_crop", "crop", w, crop=crop))
     second = second_pass_input(data, tmp / "w_compress", tmp / "compressed")
     for f in second.rglob("*"):
         if f.is_file():
             f.read_bytes()
-    record("second", facesift(second, tmp / "w_second", SECOND, w, detector=args.detector))
-    record("whole1", facesift(data, tmp / "w_whole1", WHOLE, 1, detector=args.detector))
+    record("second", facesift(second, tmp / "w_second", SECOND, w, crop=crop))
+    record("whole1", facesift(data, tmp / "w_whole1", WHOLE, 1, crop=crop))
     seed_n = min(args.seed_n, n)
     record("seed", timed_process([*me, "--role", "seed", "--files", str(lists["seed"]), "--out", str(tmp / "seed")]))
     record("floor1", run_floor("1"))
