@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -290,6 +291,9 @@ def test_training_killed_with_sigkill_resumes_from_the_last_epoch_with_a_raised_
     ran = [line for line in second.stderr.splitlines() if "train: epoch " in line]
     assert len(ran) == 14 - saved and f"epoch {saved + 1}/14" in ran[0]
     assert f"| {saved}/14 [" in second.stderr and f"epoch {saved + 1}/14:" in second.stderr  # the epoch and batch bars
+    # once, early: the time the epochs left take at the pace of the first batches
+    assert len(re.findall(rf"train: about \d+ (?:s|min|h \d\d min) for the {14 - saved} epoch\(s\) to run, at [\d.]+ batches/s",
+                          second.stderr)) == 1, second.stderr[-2000:]
     # No native start-up chatter at the default verbosity (oneDNN, CUDA probing, absl's preamble).
     for noise in ("oneDNN", "cuInit", "cuda", "absl::InitializeLog", "E0000", "I0000", "cpu_feature_guard"):
         assert noise not in second.stderr, noise
@@ -428,3 +432,10 @@ def test_train_after_crop_and_ocr_trains_on_the_kept_crops_and_leaves_the_worksp
     code, out, _ = cli("status", work)
     counts = {line.split()[0].rstrip("*"): line.split()[3] for line in out.splitlines() if line.split()[:1] in (["split*"], ["train*"])}
     assert counts["train"] == counts["split"] == str(len(kept))
+
+
+def test_run_time_estimates_read_in_seconds_minutes_and_hours() -> None:
+    from stages.train.callbacks import duration
+
+    assert [duration(s) for s in (40, 89, 90, 720, 3599, 3600, 7500, 36000)] == [
+        "40 s", "89 s", "2 min", "12 min", "1 h 00 min", "1 h 00 min", "2 h 05 min", "10 h 00 min"]

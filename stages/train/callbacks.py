@@ -114,10 +114,25 @@ class Resume(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untype
         atomic_write(self.out / "history.csv", history_csv(s["history"]))
 
 
+def duration(seconds: float) -> str:
+    """'40 s', '12 min', '2 h 05 min'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
     """Two bars, one over the epochs (with the ETA of the whole run) and one over the current epoch's
     batches, then one INFO line per epoch (Keras' own progress output is off: it would flood the
-    pipeline's log)."""
+    pipeline's log). Early on, one INFO line says how long the whole run will take at the pace of its
+    first batches: on a CPU without fast matrix units the default recipe takes hours, and the epoch
+    bar's ETA only appears after a whole epoch."""
+
+    #: batches left out of the pace (graph tracing, first allocations), then batches it is measured over
+    WARM, MEASURE = 3, 20
+    #: runs longer than this get a hint on how to shorten them
+    LONG_S = 2 * 3600
 
     def __init__(self, total: int, start: int = 0) -> None:
         super().__init__()
@@ -125,6 +140,20 @@ class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras is unty
         self.t0 = 0.0
         self.epochs: tqdm | None = None
         self.bar: tqdm | None = None
+        self.done, self.t_warm, self.estimated = 0, 0.0, False
+
+    def _estimate(self) -> None:
+        """Log the time the rest of the run takes at the pace since batch ``WARM`` (once)."""
+        self.estimated = True
+        pace = (self.done - self.WARM) / max(time.monotonic() - self.t_warm, 1e-9)  # batches per second
+        steps = self.params.get("steps") or 0
+        left = (self.total - self.start) * steps - self.done
+        if not steps or left <= 0:
+            return
+        hint = (" (fewer epochs, a smaller model or a GPU shortens it)"
+                if left / pace > self.LONG_S else "")
+        log.info("train: about %s for the %d epoch(s) to run, at %.2f batches/s%s",
+                 duration(left / pace), self.total - self.start, pace, hint)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.epochs = progress.bar(self.total, "training", "epoch", initial=self.start, position=0)
@@ -136,6 +165,11 @@ class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras is unty
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.bar is not None:
             self.bar.update(1)
+        self.done += 1
+        if self.done == self.WARM:
+            self.t_warm = time.monotonic()
+        elif not self.estimated and self.done == self.WARM + self.MEASURE:
+            self._estimate()
 
     def _close_batches(self) -> None:
         if self.bar is not None:
@@ -152,6 +186,8 @@ class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras is unty
         self._close_batches()
         if self.epochs is not None:
             self.epochs.update(1)
+        if not self.estimated and self.done > self.WARM:  # short epochs: the pace so far, validation included
+            self._estimate()
         g = (logs or {}).get
         log.info("train: epoch %d/%d  loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2g  (%.1fs)",
                  epoch + 1, self.total, g("loss", float("nan")), g("accuracy", float("nan")), g("val_loss", float("nan")),
