@@ -292,7 +292,7 @@ def test_training_killed_with_sigkill_resumes_from_the_last_epoch_with_a_raised_
     assert len(ran) == 14 - saved and f"epoch {saved + 1}/14" in ran[0]
     assert f"| {saved}/14 [" in second.stderr and f"epoch {saved + 1}/14:" in second.stderr  # the epoch and batch bars
     # once, early: the time the epochs left take at the pace of the first batches
-    assert len(re.findall(rf"train: about \d+ (?:s|min|h \d\d min) for the {14 - saved} epoch\(s\) to run, at [\d.]+ batches/s",
+    assert len(re.findall(rf"train: about \d+ (?:s|min|h \d\d min) left of this run's {14 - saved} epoch\(s\), at [\d.]+ batches/s",
                           second.stderr)) == 1, second.stderr[-2000:]
     # No native start-up chatter at the default verbosity (oneDNN, CUDA probing, absl's preamble).
     for noise in ("oneDNN", "cuInit", "cuda", "absl::InitializeLog", "E0000", "I0000", "cpu_feature_guard"):

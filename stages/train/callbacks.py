@@ -152,7 +152,7 @@ class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras is unty
             return
         hint = (" (fewer epochs, a smaller model or a GPU shortens it)"
                 if left / pace > self.LONG_S else "")
-        log.info("train: about %s for the %d epoch(s) to run, at %.2f batches/s%s",
+        log.info("train: about %s left of this run's %d epoch(s), at %.2f batches/s%s",
                  duration(left / pace), self.total - self.start, pace, hint)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
