@@ -10,6 +10,9 @@ Choice among the candidates, in this order: none -> ``no_face``; none scoring ``
 ``face_too_small``; then the policy over the remaining ones: ``largest`` keeps the biggest,
 ``reject`` refuses more than one (``multiple_faces``), ``all`` keeps each as its own item
 (``<key>#0``, ``<key>#1``, ... biggest first).
+
+``coarse`` (off by default): under ``largest``, a first look on a quarter of the pixels settles the
+photos whose largest face is big, sure and clearly the largest there (``coarse_look``).
 """
 
 from __future__ import annotations
@@ -154,8 +157,9 @@ PLAIN_SCORE, PLAIN_SIDE, PLAIN_LEAD = 0.8, 0.1, 1.5
 
 def coarse_look(detector: Any, image: Decoded, item: Item, p: CropParams) -> tuple[list[Face], tuple[int, ...]] | None:
     """The faces of the backend's first, cheap look (``coarse_side``) when they settle the photo
-    under policy ``largest``: the largest face scores ``PLAIN_SCORE``, measures ``PLAIN_SIDE`` of
-    the copy's longer side, covers ``PLAIN_LEAD`` times the next one's area and passes ``choose``. None: look fully.
+    under policy ``largest`` (``p.coarse``): the largest face scores ``PLAIN_SCORE``, measures
+    ``PLAIN_SIDE`` of the copy's longer side, covers ``PLAIN_LEAD`` times the next one's area and
+    passes ``choose``. None: the photo needs the full look.
 
     Under ``largest`` only the biggest face counts, and a face big and sure on a quarter of the
     pixels is found, and is the biggest, on the full copy too (faces/dev's tuned part: the same

