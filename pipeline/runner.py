@@ -224,8 +224,14 @@ def dataset_pass(cfg: RunConfig, store: Store) -> None:
     """Run the dataset steps in stage order over what every earlier stage kept."""
     for name in cfg.stages:
         stage: Stage = STAGES[name](cfg.params[name])
-        if not stage.per_dataset or store.dataset_done(name):
+        if not stage.per_dataset:
             continue
+        if store.dataset_done(name):
+            gone = stage.missing_outputs(cfg.out)
+            if not gone:
+                continue
+            log.warning("%s: %s no longer in the workspace; running it again", name, gone)
+            store.clear(name, dataset_only=True)
         records = [r for r in export.final_rows(stage_classes(cfg.stages), store, upto=name) if r["status"] == KEPT]
         t0 = time.monotonic()
         outs = sorted(stage.run(records, cfg.out), key=lambda o: o.key)

@@ -174,6 +174,11 @@ class Stage(Generic[P]):
         """Dataset-level step over the records every earlier stage kept."""
         raise NotImplementedError(f"{self.name} has no dataset step")
 
+    def missing_outputs(self, work: Path) -> str:
+        """What the dataset step wrote to *work* that is no longer there ('': nothing). A step whose
+        decision is stored but whose files were deleted runs again instead of being skipped."""
+        return ""
+
     def __getstate__(self) -> dict[str, Any]:
         # Ship parameters to workers, never loaded models.
         return {"params": self.params}

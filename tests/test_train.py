@@ -432,6 +432,16 @@ def test_train_after_crop_and_ocr_trains_on_the_kept_crops_and_leaves_the_worksp
     code, out, _ = cli("status", work)
     counts = {line.split()[0].rstrip("*"): line.split()[3] for line in out.splitlines() if line.split()[:1] in (["split*"], ["train*"])}
     assert counts["train"] == counts["split"] == str(len(kept))
+    # Run again: nothing to do. With the model deleted: trained again, not skipped on the stored decision.
+    again = ("run", "--input", raw, "--out", work, "--stages", "train", "--workers", "1", "--train-model", "fer-small",
+             "--train-epochs", "1", "--train-batch-size", "4")
+    code, _, err = cli(*again)
+    assert code == 0 and "train: decided" not in err, err
+    (work / "model" / "model.keras").unlink()
+    code, _, err = cli(*again)
+    assert code == 0 and "train: model/model.keras no longer in the workspace; running it again" in err, err
+    assert f"train: decided {len(kept)} items" in err and (work / "model" / "model.keras").is_file()
+    assert (work / "manifest.csv").read_bytes() == manifest
 
 
 def test_run_time_estimates_read_in_seconds_minutes_and_hours() -> None:

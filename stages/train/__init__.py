@@ -37,3 +37,7 @@ class Train(Stage[TrainParams]):
         for r in records:
             # Records left out by max_items keep whatever split the split stage gave them.
             yield Outcome(r["key"], metrics={"split": result.splits.get(r["key"]) or (r.get("metrics") or {}).get("split", "")})
+
+    def missing_outputs(self, work: Path) -> str:
+        gone = [f"model/{f}" for f in ("model.keras", "metrics.json", "labels.json") if not (work / "model" / f).is_file()]
+        return ", ".join(gone)
