@@ -140,13 +140,15 @@ class Crop(Stage[CropParams]):
         return View(Decoded((ctx.work / outcome.artifact).read_bytes).full())
 
 
-def find_faces(detector: Any, image: Decoded, item: Item, side: int = 0) -> tuple[list[Face], tuple[int, ...]]:
-    """Faces in source pixels of the upright image, and the shape of the copy detection ran on."""
-    side = side or detector.side
+def find_faces(detector: Any, image: Decoded, item: Item, side: int = 0, *, coarse: bool = False) -> tuple[list[Face], tuple[int, ...]]:
+    """Faces in source pixels of the upright image, and the shape of the copy detection ran on
+    (*coarse*: the backend's coarse look, ``detect_at`` its ``coarse_side``)."""
+    side = detector.coarse_side if coarse else side or detector.side
     rgb = to_rgb(image.full() if side == 0 else image.at_most(side))
     w, h = image.size
     sx, sy = w / rgb.shape[1], h / rgb.shape[0]
-    return [f.scaled(sx, sy) for f in detector.detect(rgb, item)], rgb.shape
+    found = detector.detect_at(rgb, item, side) if coarse else detector.detect(rgb, item)
+    return [f.scaled(sx, sy) for f in found], rgb.shape
 
 
 #: What makes a face plain on the coarse copy (chosen on the tuned part of faces/dev, BENCHMARKS.md):
@@ -169,18 +171,15 @@ def coarse_look(detector: Any, image: Decoded, item: Item, p: CropParams) -> tup
     side = getattr(detector, "coarse_side", 0)
     if not (p.coarse and side and p.policy == "largest" and not p.detect_side and max(image.size) > side):
         return None
-    rgb = to_rgb(image.at_most(side))
-    w, h = image.size
-    sx, sy = w / rgb.shape[1], h / rgb.shape[0]
-    faces = sorted(detector.detect_at(rgb, item, side), key=lambda f: (-f.area, -f.score, f.box))
+    faces, shape = find_faces(detector, image, item, coarse=True)
+    faces.sort(key=lambda f: (-f.area, -f.score, f.box))
     if not faces:
         return None
     top = faces[0]
-    if (top.score < PLAIN_SCORE or min(top.box[2], top.box[3]) < PLAIN_SIDE * max(rgb.shape[:2])
+    if (top.score < PLAIN_SCORE or min(top.box[2], top.box[3]) < PLAIN_SIDE * max(image.size)
             or (len(faces) > 1 and top.area < PLAIN_LEAD * faces[1].area)):
         return None
-    found = [f.scaled(sx, sy) for f in faces]
-    return (found, rgb.shape) if not isinstance(choose(found, image.size, p), tuple) else None
+    return (faces, shape) if not isinstance(choose(faces, image.size, p), tuple) else None
 
 
 def choose(faces: list[Face], size: tuple[int, int], p: CropParams) -> list[Face] | tuple[str, str, Face | None]:
