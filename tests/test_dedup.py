@@ -17,6 +17,7 @@ from PIL import Image
 
 from manifests.store import Store
 from stages import dupverify
+from stages import phash as phash_module
 from stages.dedup import DedupParams, find_groups, hashes, relation
 from stages.phash import components, hamming, near_pairs, phash, unhex
 
@@ -134,7 +135,7 @@ def test_mirrored_hash_is_the_hash_of_the_mirrored_image(shared: Path) -> None:
     assert hamming(main, mirrored) > 10  # a real photo is not symmetric
 
 
-def test_index_join_equals_brute_force_on_real_and_planted_codes(shared: Path) -> None:
+def test_index_join_equals_brute_force_on_real_and_planted_codes(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Real hashes of FER2013 faces (clustered, many exact copies) plus planted near neighbours.
     import zipfile
 
@@ -161,6 +162,12 @@ def test_index_join_equals_brute_force_on_real_and_planted_codes(shared: Path) -
         want = set(zip(*np.nonzero(cross <= radius), strict=True))
         assert set(zip(qi.tolist(), qj.tolist(), strict=True)) == want, radius
         assert (qd == cross[qi, qj]).all()
+    # Bucket pairs compared a few pairs of hashes at a time (as a bucket of thousands of equal hashes is).
+    monkeypatch.setattr(phash_module, "JOIN_CHUNK", 7)
+    for radius in (0, 4, 10):
+        (i, j, _), (qi, qj, _) = near_pairs(allc, radius, [None, mirrored])
+        assert set(zip(i.tolist(), j.tolist(), strict=True)) == {(a, b) for a, b in zip(*np.nonzero(np.triu(dist <= radius, 1)), strict=True)}
+        assert set(zip(qi.tolist(), qj.tolist(), strict=True)) == set(zip(*np.nonzero(cross <= radius), strict=True))
 
 
 def test_components_match_a_plain_union_find() -> None:
