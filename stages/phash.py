@@ -177,7 +177,8 @@ def _join(q: _Buckets, index: _Buckets, flip: int, *, radius: int, same: bool, n
     i, j = q.ids[qpos], index.ids[ipos]
     if same:
         i, j = np.minimum(i, j), np.maximum(i, j)
-    return i * n + j
+    out: np.ndarray = i * n + j
+    return out
 
 
 def unique(x: np.ndarray) -> np.ndarray:
