@@ -297,6 +297,11 @@ def matches(a: np.ndarray, b: np.ndarray, need: int = 0) -> tuple[np.ndarray, np
     return ia[ok], best[ok]
 
 
+#: Per nearest distance f: the largest distance s that fails ``f < RATIO * s`` (the ratio test),
+#: computed as ``matches`` computes it.
+_RATIO_LIMIT = np.array([max(s for s in range(8 * DESC + 2) if not f < RATIO * s) for f in range(8 * DESC + 1)], np.int32)
+
+
 def screen(a: Packed | None, desc: np.ndarray, count: np.ndarray, need: int) -> np.ndarray:
     """Per image of a batch (``Bank.descs``): whether ``verify(a, it, need)`` can get past its first
     ratio test, in one distance matrix for the batch (most candidate pairs stop there; one by one the
@@ -307,10 +312,13 @@ def screen(a: Packed | None, desc: np.ndarray, count: np.ndarray, need: int) -> 
         return np.zeros(m, bool)
     if not need:
         return ok
-    d = distances(a.desc, desc.reshape(-1, DESC)).reshape(len(a.desc), m, N_FEATURES)
-    d[:, np.arange(N_FEATURES) >= count[:, None].astype(np.int64)] = np.iinfo(np.int32).max  # not keypoints
-    two = np.partition(d, 1, axis=2)  # per row and image: the nearest and second nearest distances
-    passed = np.count_nonzero(two[..., 0] < RATIO * two[..., 1], axis=0)
+    # (image, its keypoint, a's keypoint), reduced over the middle axis row against row (SIMD). The
+    # ratio test holds where the nearest is the only distance within _RATIO_LIMIT of it.
+    d = distances(desc.reshape(-1, DESC), a.desc).reshape(m, N_FEATURES, len(a.desc))
+    d[np.arange(N_FEATURES) >= count[:, None].astype(np.int64)] = np.iinfo(np.int32).max  # not keypoints
+    limit = _RATIO_LIMIT[np.minimum(d.min(axis=1), 8 * DESC)]
+    alone = (d <= limit[:, None, :]).sum(axis=1, dtype=np.uint8) == 1
+    passed = np.count_nonzero(alone, axis=1)
     out: np.ndarray = ok & (passed >= need)
     return out
 
