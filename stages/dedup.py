@@ -12,8 +12,8 @@ the pHashes and keypoints of the whole image too (``img_*``; the keypoints with 
 that a reframed copy is found by its face or by its frame: a crop of a group photo may keep
 another face than the photo did.
 
-Dataset step, candidates then proof: faiss hash indexes on sub-hashes join every image with every
-other within ``CANDIDATE_RADIUS`` bits (main x main, on the face crop and on the whole image) and
+Dataset step, candidates then proof: multi-index hashing on sub-hashes (stages.phash) joins every
+image with every other within ``CANDIDATE_RADIUS`` bits (main x main, on the face crop and on the whole image) and
 within ``radius`` bits (windows x main, and mirrored x main unless ``flips`` is off: a mirrored copy
 is a duplicate by default, as training flips faces), and stages.dupindex proposes the pairs that
 share keypoints (read from a memory-mapped ``dupverify.Bank`` filled from the blobs of the stage's
@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -70,6 +71,9 @@ CANDIDATE_RADIUS = 10
 AROUND_FACES = 2
 #: Candidate pairs verified per thread task.
 VERIFY_CHUNK = 256
+#: From this many candidate pairs on a mapped bank, verification runs in processes, this many pairs a task.
+PROCESS_PAIRS = 50_000
+PROCESS_CHUNK = 8192
 #: Verified chunks between two releases of the keypoint bank's pages.
 RELEASE_EVERY = 64
 #: Images' keypoints written to the bank, or duplicates described (each reads two), between two releases.
@@ -187,30 +191,20 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         direct = d <= p.radius
         check = ~direct & (v != dupindex.FLIP) & dupindex.nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
         todo = np.flatnonzero(check).tolist()
-        # Threads help where OpenCV's fits (which release the GIL) are the work; unrelated pairs stop early
-        # in NumPy steps that hold it. A chunk of pairs a task (a task a pair cost more in hand-offs).
         # Through crop, a pair is verified on what proposed it: the face crops, the whole images (a
         # copy whose crop kept another face; see dupverify), or both. Without crop every set is the view's.
         if bank is None or bank.sets == 1:
             sets[:] = dupindex.FACES
-        proofs: dict[int, dupverify.Evidence] = {}
+        proofs: dict[int, dupverify.Evidence] = {}  # the pairs verification saw anything in (most see nothing)
         if bank is not None and todo:
-            prove = partial(dupverify.prove, bank, a, b, sets, need=p.min_inliers, min_overlap=p.min_overlap)
-            chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
-            with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)) as pool:
-                for c, (ks, found) in enumerate(zip(chunks, pool.map(prove, chunks), strict=True)):
-                    proofs.update(zip(ks, found, strict=True))
-                    if c % RELEASE_EVERY == RELEASE_EVERY - 1:
-                        bank.release()  # the pages verification read leave the process (see dupverify.Bank)
-        for k in np.flatnonzero(direct | check).tolist():
-            i, j = int(a[k]), int(b[k])
-            edge = Edge(int(d[k]), int(v[k]), proofs.get(k))
-            if edge.evidence is not None:
-                groups.verified += 1
-                if not edge.evidence.proves(p.min_inliers, p.min_overlap):
-                    continue
-                groups.proved += 1
-            groups.edges[(i, j)] = edge
+            proofs = _verify(bank, a, b, sets, todo, p)
+        joined = direct.copy()
+        for k, ev in proofs.items():
+            joined[k] = ev.proves(p.min_inliers, p.min_overlap)
+        groups.verified, groups.proved = len(todo) if bank is not None else 0, int(np.count_nonzero(joined & check))
+        nothing = dupverify.Evidence()
+        for k in np.flatnonzero(joined).tolist():
+            groups.edges[(int(a[k]), int(b[k]))] = Edge(int(d[k]), int(v[k]), proofs.get(k, nothing) if check[k] else None)
         if groups.edges:
             ij = np.array(list(groups.edges), dtype=np.int64)
             src.append(ij[:, 0])
@@ -218,6 +212,53 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         groups.pairs = len(groups.edges)
     groups.root = components(n, np.concatenate(src), np.concatenate(dst))
     return groups
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _in_processes(bank: dupverify.Bank | None, pairs: int) -> bool:
+    """Are *pairs* verifications worth processes of their own (a mapped bank, several cores, many pairs)?"""
+    return bank is not None and bank.folder is not None and _cores() > 1 and pairs >= PROCESS_PAIRS
+
+
+def _processes(bank: dupverify.Bank) -> ProcessPoolExecutor:
+    """Verification processes, one a core, each mapping *bank* read-only (started afresh: no fork of a
+    process that holds threads)."""
+    if bank.folder is None:
+        raise ValueError("verification processes need a bank mapped from files")
+    return ProcessPoolExecutor(_cores(), mp_context=multiprocessing.get_context("spawn"), initializer=dupverify.open_worker_bank,
+                               initargs=(bank.folder, bank.n, bank.sets))
+
+
+def _verify(bank: dupverify.Bank, a: np.ndarray, b: np.ndarray, sets: np.ndarray, todo: list[int], p: DedupParams
+            ) -> dict[int, dupverify.Evidence]:
+    """Verification of candidate pairs ``todo`` (indices into a, b, sets): the evidence of those it saw matches in.
+
+    Most candidates stop early in small NumPy steps that hold the GIL, so threads gain little there:
+    a large decision on a mapped bank (the dataset step's) is verified by processes that map the
+    bank themselves, a chunk of pairs a task; else by threads (OpenCV's fits release the GIL).
+    """
+    cores = _cores()
+    proofs: dict[int, dupverify.Evidence] = {}
+    if _in_processes(bank, len(todo)):
+        ks = np.asarray(todo, np.int64)
+        cuts = range(0, len(ks), PROCESS_CHUNK)
+        with _processes(bank) as pool:
+            jobs = [pool.submit(dupverify.prove_in_worker, a[ks[c:c + PROCESS_CHUNK]], b[ks[c:c + PROCESS_CHUNK]],
+                                sets[ks[c:c + PROCESS_CHUNK]], p.min_inliers, p.min_overlap) for c in cuts]
+            for c, job in zip(cuts, jobs, strict=True):
+                proofs.update((int(ks[c + k]), ev) for k, ev in job.result())
+        return proofs
+    prove = partial(dupverify.prove, bank, a, b, sets, need=p.min_inliers, min_overlap=p.min_overlap)
+    chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
+    with ThreadPoolExecutor(cores) as pool:
+        for c, (ks_, found) in enumerate(zip(chunks, pool.map(prove, chunks), strict=True)):
+            proofs.update((k, ev) for k, ev in zip(ks_, found, strict=True) if ev.matches)
+            if c % RELEASE_EVERY == RELEASE_EVERY - 1:
+                bank.release()  # the pages verification read leave the process (see dupverify.Bank)
+    return proofs
 
 
 def distance(a: dict[str, Any], b: dict[str, Any], p: DedupParams) -> int:
@@ -238,9 +279,11 @@ def distance(a: dict[str, Any], b: dict[str, Any], p: DedupParams) -> int:
 
 def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: DedupParams,
              fa: dupverify.Packed | None = None, fb: dupverify.Packed | None = None,
-             whole: Callable[[], tuple[dupverify.Packed | None, dupverify.Packed | None]] | None = None) -> dict[str, Any]:
+             whole: Callable[[], tuple[dupverify.Packed | None, dupverify.Packed | None]] | None = None,
+             seen: dupverify.Evidence | None = None) -> dict[str, Any]:
     """dup_kind and the evidence of a duplicate *ra* of the kept *rb* (``edge``: the pair's own join, if
-    any; *fa*, *fb*: their keypoints; *whole*: gives the whole images' through crop, read when needed).
+    any; *fa*, *fb*: their keypoints; *whole*: gives the whole images' through crop, read when needed;
+    *seen*: ``verify(fa, fb)`` where it was computed already).
 
     Kinds: exact (pixel-identical), mirror (joined by the mirrored hash), resized (the same framing:
     the pHash alone, or a fit whose frames overlap by IoU >= 0.8: other size, encoding or colours),
@@ -254,7 +297,7 @@ def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: Dedup
     out: dict[str, Any] = {"dup_hamming": distance(ra, rb, p)}
     ev = edge.evidence if edge is not None else None
     if ev is None and p.mode == "near" and p.verify and (edge is None or edge.distance > p.radius):
-        ev = dupverify.verify(fa, fb)
+        ev = seen if seen is not None else dupverify.verify(fa, fb)
     if ev is not None and ev.matches:
         out |= {"dup_inliers": ev.inliers, "dup_overlap": round(ev.overlap, 3)}
     if edge is not None and edge.evidence is None:
@@ -338,6 +381,35 @@ class Dedup(Stage[DedupParams]):
         bank.release()
         return bank
 
+    @staticmethod
+    def verified_to_kept(hashed: list[dict[str, Any]], members: dict[int, list[int]], edges: dict[tuple[int, int], Edge],
+                         p: DedupParams, bank: dupverify.Bank | None) -> dict[int, dupverify.Evidence]:
+        """Per duplicate whose relation to the kept image needs a verification of its own (it was joined
+        through other members, or by pHash alone beyond the radius): that verification, computed by
+        processes where there are many (``_in_processes``); else nothing (``relation`` verifies)."""
+        if p.mode != "near" or not p.verify or bank is None:
+            return {}
+        todo: list[tuple[int, int]] = []
+        for idx in members.values():
+            if len(idx) == 1 or len({hashed[i]["label"] for i in idx}) > 1:
+                continue
+            b = _kept(hashed, idx)
+            for i in idx:
+                edge = edges.get((min(i, b), max(i, b)))
+                if (i != b and hashed[i]["metrics"]["pixel_hash"] != hashed[b]["metrics"]["pixel_hash"]
+                        and (edge is None or (edge.evidence is None and edge.distance > p.radius))):
+                    todo.append((i, b))
+        if not _in_processes(bank, len(todo)):
+            return {}
+        pairs = np.array(todo, np.int64)
+        seen = dict.fromkeys(pairs[:, 0].tolist(), dupverify.Evidence())
+        cuts = range(0, len(pairs), PROCESS_CHUNK)
+        with _processes(bank) as pool:
+            jobs = [pool.submit(dupverify.verify_in_worker, pairs[c:c + PROCESS_CHUNK, 0], pairs[c:c + PROCESS_CHUNK, 1]) for c in cuts]
+            for c, job in zip(cuts, jobs, strict=True):
+                seen.update((int(pairs[c + k, 0]), ev) for k, ev in job.result())
+        return seen
+
     def decide(self, hashed: list[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None) -> Iterator[Outcome]:
         groups = find_groups([r["metrics"] for r in hashed], p, bank)
         members: dict[int, list[int]] = {}
@@ -347,12 +419,15 @@ class Dedup(Stage[DedupParams]):
         for (x, y), e in groups.edges.items():
             links.setdefault(x, []).append((y, e))
             links.setdefault(y, []).append((x, e))
-        def feats(i: int, j: int) -> tuple[Any, ...]:
-            """The keypoints of records i and j, and how to read the whole images' (through crop)."""
+        def feats(i: int, j: int, read: bool = True) -> tuple[Any, Any, Any]:
+            """The keypoints of records i and j (unless not *read*: ``relation`` will not verify the pair), and how
+            to read the whole images' (through crop)."""
             if bank is None:
                 return None, None, None
-            return bank.get(i), bank.get(j), (lambda: (bank.get(i, 1), bank.get(j, 1))) if bank.sets > 1 else None
+            whole = (lambda: (bank.get(i, 1), bank.get(j, 1))) if bank.sets > 1 else None
+            return (bank.get(i), bank.get(j), whole) if read else (None, None, whole)
 
+        seen = self.verified_to_kept(hashed, members, groups.edges, p, bank)
         dups = conflicts = 0
         for g, idx in members.items():
             if len(idx) == 1:
@@ -367,7 +442,7 @@ class Dedup(Stage[DedupParams]):
                 for r in group:
                     yield Outcome.rejected(r["key"], "label_conflict", detail, dup_group=gid)
                 continue
-            b = min(idx, key=lambda i: _rank(hashed[i]))
+            b = _kept(hashed, idx)
             best = hashed[b]
             yield Outcome(best["key"], metrics={"dup_group": gid})
             for i in idx:
@@ -378,12 +453,14 @@ class Dedup(Stage[DedupParams]):
                     bank.release()
                 r = hashed[i]
                 edge = groups.edges.get((min(i, b), max(i, b)))
-                rel = relation(r["metrics"], best["metrics"], edge, p, *feats(i, b))
+                verifies = i not in seen and (edge is None or (edge.evidence is None and edge.distance > p.radius))
+                rel = relation(r["metrics"], best["metrics"], edge, p, *feats(i, b, verifies), seen=seen.get(i))
                 if edge is None and rel["dup_kind"] != "exact" and not _proved(rel, p) and links.get(i):
                     # Joined through other members: the evidence of its own strongest join, and with whom.
                     j, e = min(links[i], key=lambda je: (je[1].evidence is not None, -(je[1].evidence.inliers if je[1].evidence else 0),
                                                           je[1].distance, je[0]))
-                    rel = relation(r["metrics"], hashed[j]["metrics"], e, p, *feats(i, j)) | {"dup_via": hashed[j]["key"]}
+                    # A link is a pHash pair within the radius or a proved one: relation does not verify it again.
+                    rel = relation(r["metrics"], hashed[j]["metrics"], e, p, *feats(i, j, False)) | {"dup_via": hashed[j]["key"]}
                 if rel["dup_kind"] == "exact":
                     detail = f"exact copy of {best['key']}"
                 else:
@@ -394,6 +471,11 @@ class Dedup(Stage[DedupParams]):
         log.info("dedup: %d groups (%d of pixel-identical images), %d near pairs (%d of %d verified candidates proved); "
                  "%d duplicates, %d label conflicts", sum(len(v) > 1 for v in members.values()), groups.exact_groups, groups.pairs,
                  groups.proved, groups.verified, dups, conflicts)
+
+
+def _kept(hashed: list[dict[str, Any]], idx: list[int]) -> int:
+    """The member of a group that stays (see ``_rank``)."""
+    return min(idx, key=lambda i: _rank(hashed[i]))
 
 
 def _proved(rel: dict[str, Any], p: DedupParams) -> bool:

@@ -154,13 +154,14 @@ class Bank:
     pass over 500k images' keypoints does not stay resident in the process; ``get``, one image at
     random places, reads the files without the map)."""
 
-    def __init__(self, n: int, folder: Path | None = None, sets: int = 1) -> None:
-        self.n, self.sets = n, sets
+    def __init__(self, n: int, folder: Path | None = None, sets: int = 1, *, existing: bool = False) -> None:
+        """An empty bank (zeroed files under *folder*), or with *existing* the one already there, read-only."""
+        self.n, self.sets, self.folder = n, sets, folder
         rows = n * sets
         shapes = {"desc": ((rows, N_FEATURES, DESC), np.uint8), "xy": ((rows, N_FEATURES, 2), np.uint8),
                   "count": ((rows,), np.uint8), "size": ((rows, 2), np.uint16), "box": ((rows, 4), np.uint8)}
         self._maps: list[mmap.mmap] = []
-        arrays = {k: self._mapped(folder / f"{k}.u8", s, t) if folder is not None and rows else np.zeros(s, t)
+        arrays = {k: self._mapped(folder / f"{k}.u8", s, t, existing) if folder is not None and rows else np.zeros(s, t)
                   for k, (s, t) in shapes.items()}
         self.desc, self.xy, self.count, self.size = arrays["desc"], arrays["xy"], arrays["count"], arrays["size"]
         self.box = arrays["box"]
@@ -168,13 +169,14 @@ class Bank:
         # mapping maps whole page-cache folios (megabytes) per fault, and verification reads at random.
         self._fds = [os.open(folder / f"{k}.u8", os.O_RDONLY) for k in ("desc", "xy")] if folder is not None and rows else []
 
-    def _mapped(self, path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    def _mapped(self, path: Path, shape: tuple[int, ...], dtype: type, existing: bool = False) -> np.ndarray:
         """A zeroed array of *shape* on the file *path*, shared-mapped (a plain ndarray view: numpy's
-        memmap subclass costs microseconds an index)."""
+        memmap subclass costs microseconds an index); *existing*: the file's array, read-only."""
         size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        with open(path, "w+b") as fh:
-            fh.truncate(size)
-            m = mmap.mmap(fh.fileno(), size)
+        with open(path, "rb" if existing else "w+b") as fh:
+            if not existing:
+                fh.truncate(size)
+            m = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ if existing else mmap.ACCESS_WRITE)
         self._maps.append(m)
         return np.frombuffer(m, dtype).reshape(shape)
 
@@ -382,6 +384,40 @@ def prove(bank: Bank, a: np.ndarray, b: np.ndarray, sets: np.ndarray, ks: list[i
                 whole = verify(first[1], bank.get(b[k], 1), need) if whole_ok else Evidence()
                 ev = whole if whole.proves(need, min_overlap) or not sets[k] & 1 else ev
             out.append(ev)
+    return out
+
+
+_worker_bank: Bank | None = None
+
+
+def open_worker_bank(folder: Path, n: int, sets: int) -> None:
+    """A verification process's start: the dataset step's bank, mapped read-only."""
+    global _worker_bank
+    _worker_bank = Bank(n, folder, sets, existing=True)
+
+
+def prove_in_worker(a: np.ndarray, b: np.ndarray, sets: np.ndarray, need: int, min_overlap: float) -> list[tuple[int, Evidence]]:
+    """``prove`` on every pair (a[k], b[k]) of the bank ``open_worker_bank`` opened, in a process of
+    its own (one by one, the early-stopping pairs are NumPy calls that hold the GIL): (k, evidence)
+    of the pairs verification saw matches in."""
+    if _worker_bank is None:
+        raise RuntimeError("prove_in_worker needs open_worker_bank first")
+    found = prove(_worker_bank, a, b, sets, list(range(len(a))), need, min_overlap)
+    _worker_bank.release()
+    return [(k, ev) for k, ev in enumerate(found) if ev.matches]
+
+
+def verify_in_worker(a: np.ndarray, b: np.ndarray) -> list[tuple[int, Evidence]]:
+    """``verify`` (in full) of the face crops' or views' keypoints of each pair (a[k], b[k]) of the bank
+    ``open_worker_bank`` opened: (k, evidence) of the pairs with matches (the others have none)."""
+    if _worker_bank is None:
+        raise RuntimeError("verify_in_worker needs open_worker_bank first")
+    out = []
+    for k, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        ev = verify(_worker_bank.get(i), _worker_bank.get(j))
+        if ev.matches:
+            out.append((k, ev))
+    _worker_bank.release()
     return out
 
 

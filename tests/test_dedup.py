@@ -325,3 +325,48 @@ def test_window_hashes_are_of_windows_not_the_whole_image() -> None:
     assert got[1][0, 0] == img[0, 0] and got[4][-1, -1] == img[-1, -1] and got[0][0, 0] == img[5, 4]
 
 
+
+
+def test_verification_in_processes_decides_as_threads_do(shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large decision on the dataset step's mapped bank is verified by processes mapping the bank
+    themselves (the candidates, and each duplicate's relation to the kept image); it gives the rows the
+    threads give on a bank in memory."""
+    import os
+
+    from stages import dedup as dedup_module
+    from stages.base import Context, Item
+    from stages.dedup import Dedup
+    from stages.images import Decoded
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("verification runs in processes only with two cores or more")
+    records = []
+    for name in sorted((shared / "faces" / "dev" / "images").glob("fddb_*.jpg"))[:6]:
+        a = rgb(name)
+        wide = crop_area(a, 0.6, 1.3, (0.5, 0.45))
+        for k, c in enumerate((a, crop_area(a, 0.4, 1.4, (0.45, 0.4)), wide, crop_area(wide, 0.5, 0.8, (0.5, 0.5)), a[:, ::-1])):
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(c)).save(buf, "PNG")
+            item = Item(f"happy/{name.stem}_{k}.png", "", "")
+            o = Dedup().process(item, Decoded.from_bytes(buf.getvalue()), Context(tmp_path))
+            records.append({"key": item.key, "label": "happy", "metrics": {**o.metrics, "orb": o.blob}})
+    p, stage = DedupParams(), Dedup()
+    memory = dupverify.Bank.of([r["metrics"]["orb"] for r in records])  # in memory: threads
+    (tmp_path / "bank").mkdir()
+    mapped = dupverify.Bank(len(records), tmp_path / "bank")  # mapped, as the dataset step's
+    for i, r in enumerate(records):
+        mapped.put(i, r["metrics"]["orb"])
+    threads = find_groups([r["metrics"] for r in records], p, memory)
+    rows = [(o.key, o.status, o.reason, o.detail, o.metrics) for o in stage.decide(records, p, memory)]
+    monkeypatch.setattr(dedup_module, "PROCESS_PAIRS", 1)
+    monkeypatch.setattr(dedup_module, "PROCESS_CHUNK", 5)
+    procs = find_groups([r["metrics"] for r in records], p, mapped)
+    assert threads.verified > 5 and threads.proved > 0
+    assert (procs.verified, procs.proved) == (threads.verified, threads.proved)
+    assert procs.edges == threads.edges and procs.root.tolist() == threads.root.tolist()
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(procs.root.tolist()):
+        members.setdefault(g, []).append(i)
+    seen = stage.verified_to_kept(records, members, procs.edges, p, mapped)
+    assert seen and any(ev.matches for ev in seen.values())  # duplicates joined through others, verified in processes
+    assert [(o.key, o.status, o.reason, o.detail, o.metrics) for o in stage.decide(records, p, mapped)] == rows
