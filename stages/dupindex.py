@@ -205,7 +205,14 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
         # multiplicative hash of the key: a bucket is never split, and skewed keys still spread), so
         # the sorting temporaries stay a few times that whatever the collection.
         parts = max(1, min(255, n // PART_ENTRIES))
-        part_of = (((key * np.uint32(0x9E3779B1)).astype(np.uint64) * np.uint64(parts)) >> np.uint64(32)).astype(np.uint8) if parts > 1 else None
+        part_of = None
+        if parts > 1:  # the hash's top byte scaled to the classes, in place (no 64-bit temporaries)
+            h = key * np.uint32(0x9E3779B1)
+            h >>= np.uint32(24)
+            h *= np.uint32(parts)
+            h >>= np.uint32(8)
+            part_of = h.astype(np.uint8)
+            del h
         for part in range(parts):
             if part_of is not None:
                 sel = np.flatnonzero(part_of == part).astype(np.int32)

@@ -23,7 +23,7 @@ import numpy as np
 
 HASH_BITS = 64
 #: Pairs of hashes compared at once by ``near_pairs`` (bounds its temporaries).
-JOIN_CHUNK = 1 << 22
+JOIN_CHUNK = 1 << 20
 _ODD_COLUMNS = (np.arange(8) % 2 == 1)[None, :]
 
 
