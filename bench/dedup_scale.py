@@ -169,16 +169,36 @@ def _status_mb(field: str) -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith(field)) / 1024
 
 
+def _children_mb() -> float:
+    """Resident memory of this process's child processes (dedup's verification processes), summed."""
+    me, total = os.getpid(), 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                if int(fh.read().rsplit(")", 1)[1].split()[1]) != me:
+                    continue
+            with open(f"/proc/{d}/status") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue  # gone meanwhile
+    return total / 1024
+
+
 @contextmanager
-def _anon_peak(every: float) -> Iterator[list[float]]:
+def _anon_peak(every: float, children: bool = False) -> Iterator[list[float]]:
     """Samples this process's anonymous resident memory every *every* s while the block runs; the
-    yielded list holds the peak in MB (read it after the block)."""
-    peak = [0.0]
+    yielded list holds the peak in MB (read it after the block), and with *children* the peak of
+    this process's resident memory plus its child processes' (second item)."""
+    peak = [0.0, 0.0]
     done = threading.Event()
 
     def watch() -> None:
         while not done.wait(every):
             peak[0] = max(peak[0], _status_mb("RssAnon"))
+            if children:
+                peak[1] = max(peak[1], _status_mb("VmRSS") + _children_mb())
 
     threading.Thread(target=watch, daemon=True).start()
     try:
@@ -232,11 +252,11 @@ def _step_child(work: str, conn: Any) -> None:
     records = [{"key": r["key"], "source": r["key"], "file": r["key"], "label": "happy", "group": "", "meta": {},
                 "metrics": json.loads(r["metrics"])} for r in Store(work_path).read_stage("dedup")]
     base = _status_mb("VmRSS")
-    with _anon_peak(0.02) as peak_anon:
+    with _anon_peak(0.02, children=True) as peak_anon:
         t0, c0 = time.perf_counter(), time.process_time()
         outs = list(Dedup(DedupParams()).run(records, work_path))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    conn.send((base, wall, cpu, _peak_mb(), peak_anon[0], sum(o.status != "kept" for o in outs)))
+    conn.send((base, wall, cpu, _peak_mb(), peak_anon[0], peak_anon[1], sum(o.status != "kept" for o in outs)))
 
 
 def step_bench(shared: Path, n: int, crop: str = "") -> None:
@@ -246,10 +266,11 @@ def step_bench(shared: Path, n: int, crop: str = "") -> None:
         print(f"dataset step at scale{f' as through crop ({crop})' if crop else ''}: {n:,} images' dedup parts written in "
               f"{time.perf_counter() - t0:.0f} s (pHashes of FER2013 faces and variants; 96 random keypoints "
               f"each{', twice (face and whole image)' if crop else ''} as the blob)")
-        base, wall, cpu, peak, anon, dups = _in_child(_step_child, tmp)
+        base, wall, cpu, peak, anon, together, dups = _in_child(_step_child, tmp)
         print(f"  records as the runner hands them: {base:.0f} MB resident; the dedup dataset step (default settings): "
-              f"{wall:.1f} s wall, {cpu:.1f} s CPU (all threads), peak resident {peak:.0f} MB (anonymous {anon:.0f} MB, "
-              f"the rest the memory-mapped keypoints), {dups:,} rejected")
+              f"{wall:.1f} s wall, {cpu:.1f} s CPU (this process's threads), peak resident {peak:.0f} MB (anonymous {anon:.0f} MB, "
+              f"the rest the memory-mapped keypoints); with its verification processes at most {together:.0f} MB at once "
+              f"(sampled); {dups:,} rejected")
 
 
 # -- the keypoint index alone at scale ---------------------------------------------------------
