@@ -43,6 +43,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -245,12 +246,16 @@ def _verify(bank: dupverify.Bank, a: np.ndarray, b: np.ndarray, sets: np.ndarray
     if _in_processes(bank, len(todo)):
         ks = np.asarray(todo, np.int64)
         cuts = range(0, len(ks), PROCESS_CHUNK)
-        with _processes(bank) as pool:
-            jobs = [pool.submit(dupverify.prove_in_worker, a[ks[c:c + PROCESS_CHUNK]], b[ks[c:c + PROCESS_CHUNK]],
-                                sets[ks[c:c + PROCESS_CHUNK]], p.min_inliers, p.min_overlap) for c in cuts]
-            for c, job in zip(cuts, jobs, strict=True):
-                proofs.update((int(ks[c + k]), ev) for k, ev in job.result())
-        return proofs
+        try:
+            with _processes(bank) as pool:
+                jobs = [pool.submit(dupverify.prove_in_worker, a[ks[c:c + PROCESS_CHUNK]], b[ks[c:c + PROCESS_CHUNK]],
+                                    sets[ks[c:c + PROCESS_CHUNK]], p.min_inliers, p.min_overlap) for c in cuts]
+                for c, job in zip(cuts, jobs, strict=True):
+                    proofs.update((int(ks[c + k]), ev) for k, ev in job.result())
+            return proofs
+        except (BrokenProcessPool, OSError) as e:  # a process that could not start or died: the same work in threads
+            log.warning("dedup: verification processes failed (%s); verifying in threads", e)
+            proofs = {}
     prove = partial(dupverify.prove, bank, a, b, sets, need=p.min_inliers, min_overlap=p.min_overlap)
     chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
     with ThreadPoolExecutor(cores) as pool:
@@ -404,10 +409,14 @@ class Dedup(Stage[DedupParams]):
         pairs = np.array(todo, np.int64)
         seen = dict.fromkeys(pairs[:, 0].tolist(), dupverify.Evidence())
         cuts = range(0, len(pairs), PROCESS_CHUNK)
-        with _processes(bank) as pool:
-            jobs = [pool.submit(dupverify.verify_in_worker, pairs[c:c + PROCESS_CHUNK, 0], pairs[c:c + PROCESS_CHUNK, 1]) for c in cuts]
-            for c, job in zip(cuts, jobs, strict=True):
-                seen.update((int(pairs[c + k, 0]), ev) for k, ev in job.result())
+        try:
+            with _processes(bank) as pool:
+                jobs = [pool.submit(dupverify.verify_in_worker, pairs[c:c + PROCESS_CHUNK, 0], pairs[c:c + PROCESS_CHUNK, 1]) for c in cuts]
+                for c, job in zip(cuts, jobs, strict=True):
+                    seen.update((int(pairs[c + k, 0]), ev) for k, ev in job.result())
+        except (BrokenProcessPool, OSError) as e:  # relation verifies each one itself
+            log.warning("dedup: verification processes failed (%s); verifying in this process", e)
+            return {}
         return seen
 
     def decide(self, hashed: list[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None) -> Iterator[Outcome]:

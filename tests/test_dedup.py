@@ -327,7 +327,8 @@ def test_window_hashes_are_of_windows_not_the_whole_image() -> None:
 
 
 
-def test_verification_in_processes_decides_as_threads_do(shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verification_in_processes_decides_as_threads_do(shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     """A large decision on the dataset step's mapped bank is verified by processes mapping the bank
     themselves (the candidates, and each duplicate's relation to the kept image); it gives the rows the
     threads give on a bank in memory."""
@@ -370,3 +371,10 @@ def test_verification_in_processes_decides_as_threads_do(shared: Path, tmp_path:
     seen = stage.verified_to_kept(records, members, procs.edges, p, mapped)
     assert seen and any(ev.matches for ev in seen.values())  # duplicates joined through others, verified in processes
     assert [(o.key, o.status, o.reason, o.detail, o.metrics) for o in stage.decide(records, p, mapped)] == rows
+    # Processes that cannot start (here: the bank's files are gone; this process keeps its map) leave
+    # the work to threads and this process, with a warning, and the same rows.
+    for f in (tmp_path / "bank").iterdir():
+        f.unlink()
+    with caplog.at_level("WARNING", logger="stages.dedup"):
+        assert [(o.key, o.status, o.reason, o.detail, o.metrics) for o in stage.decide(records, p, mapped)] == rows
+    assert "verification processes failed" in caplog.text
