@@ -194,9 +194,14 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
         for c, (lo, hi) in enumerate(pairwise(bounds)):
             first = c * CHUNK
             real = np.arange(width) < per[first:first + CHUNK, None]  # entries in (image, slot) order
-            piece = desc[first:first + CHUNK, :width, step * t:step * (t + 1)][real].astype(np.uint32)
+            piece, w = desc[first:first + CHUNK, :width, step * t:step * (t + 1)], words[first:first + CHUNK, :width, word]
+            if real.all():  # every image of the chunk has all its slots (the usual case): no mask to apply
+                piece, w = piece.reshape(-1, step), w.reshape(-1)
+            else:
+                piece, w = piece[real], w[real]
+            piece = piece.astype(np.uint32)
             key[lo:hi] = piece[:, 0] | (piece[:, 1] << 8) | (piece[:, 2] << 16)
-            sig[lo:hi] = words[first:first + CHUNK, :width, word][real]
+            sig[lo:hi] = w
             if release is not None:
                 release()
         pi: list[np.ndarray] = []
