@@ -220,6 +220,11 @@ class Registry(dict[str, Any]):
         return deco
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def package_file(package: str, *parts: str) -> str:
     """Path of a data file shipped inside an installed package (model weights), found without
     importing the package; ImportError says what is missing."""

@@ -38,21 +38,16 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import multiprocessing
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from manifests.store import Store
-from stages import dupindex, dupverify
+from stages import dupindex, dupprocs, dupverify
 from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
 from stages.images import Decoded, to_gray
 from stages.phash import components, hamming, phash, pixel_hash
@@ -70,13 +65,6 @@ MAX_RADIUS = 16
 CANDIDATE_RADIUS = 10
 #: Kinds: matches around the faces that make a pair the face crops proved a crop, not a cut-out (``relation``).
 AROUND_FACES = 2
-#: Candidate pairs verified per thread task.
-VERIFY_CHUNK = 256
-#: From this many candidate pairs on a mapped bank, verification runs in processes, this many pairs a task.
-PROCESS_PAIRS = 50_000
-PROCESS_CHUNK = 8192
-#: Verified chunks between two releases of the keypoint bank's pages.
-RELEASE_EVERY = 64
 #: Images' keypoints written to the bank, or duplicates described (each reads two), between two releases.
 RELEASE_EVERY_ITEMS = 4096
 
@@ -198,7 +186,7 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
             sets[:] = dupindex.FACES
         proofs: dict[int, dupverify.Evidence] = {}  # the pairs verification saw anything in (most see nothing)
         if bank is not None and todo:
-            proofs = _verify(bank, a, b, sets, todo, p)
+            proofs = dupprocs.prove_candidates(bank, a, b, sets, todo, p.min_inliers, p.min_overlap)
         joined = direct.copy()
         for k, ev in proofs.items():
             joined[k] = ev.proves(p.min_inliers, p.min_overlap)
@@ -213,57 +201,6 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         groups.pairs = len(groups.edges)
     groups.root = components(n, np.concatenate(src), np.concatenate(dst))
     return groups
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _in_processes(bank: dupverify.Bank | None, pairs: int) -> bool:
-    """Are *pairs* verifications worth processes of their own (a mapped bank, several cores, many pairs)?"""
-    return bank is not None and bank.folder is not None and _cores() > 1 and pairs >= PROCESS_PAIRS
-
-
-def _processes(bank: dupverify.Bank) -> ProcessPoolExecutor:
-    """Verification processes, one a core, each mapping *bank* read-only (started afresh: no fork of a
-    process that holds threads)."""
-    if bank.folder is None:
-        raise ValueError("verification processes need a bank mapped from files")
-    return ProcessPoolExecutor(_cores(), mp_context=multiprocessing.get_context("spawn"), initializer=dupverify.open_worker_bank,
-                               initargs=(bank.folder, bank.n, bank.sets))
-
-
-def _verify(bank: dupverify.Bank, a: np.ndarray, b: np.ndarray, sets: np.ndarray, todo: list[int], p: DedupParams
-            ) -> dict[int, dupverify.Evidence]:
-    """Verification of candidate pairs ``todo`` (indices into a, b, sets): the evidence of those it saw matches in.
-
-    Most candidates stop early in small NumPy steps that hold the GIL, so threads gain little there:
-    a large decision on a mapped bank (the dataset step's) is verified by processes that map the
-    bank themselves, a chunk of pairs a task; else by threads (OpenCV's fits release the GIL).
-    """
-    cores = _cores()
-    proofs: dict[int, dupverify.Evidence] = {}
-    if _in_processes(bank, len(todo)):
-        ks = np.asarray(todo, np.int64)
-        cuts = range(0, len(ks), PROCESS_CHUNK)
-        try:
-            with _processes(bank) as pool:
-                jobs = [pool.submit(dupverify.prove_in_worker, a[ks[c:c + PROCESS_CHUNK]], b[ks[c:c + PROCESS_CHUNK]],
-                                    sets[ks[c:c + PROCESS_CHUNK]], p.min_inliers, p.min_overlap) for c in cuts]
-                for c, job in zip(cuts, jobs, strict=True):
-                    proofs.update((int(ks[c + k]), ev) for k, ev in job.result())
-            return proofs
-        except (BrokenProcessPool, OSError) as e:  # a process that could not start or died: the same work in threads
-            log.warning("dedup: verification processes failed (%s); verifying in threads", e)
-            proofs = {}
-    prove = partial(dupverify.prove, bank, a, b, sets, need=p.min_inliers, min_overlap=p.min_overlap)
-    chunks = [todo[s:s + VERIFY_CHUNK] for s in range(0, len(todo), VERIFY_CHUNK)]
-    with ThreadPoolExecutor(cores) as pool:
-        for c, (ks_, found) in enumerate(zip(chunks, pool.map(prove, chunks), strict=True)):
-            proofs.update((k, ev) for k, ev in zip(ks_, found, strict=True) if ev.matches)
-            if c % RELEASE_EVERY == RELEASE_EVERY - 1:
-                bank.release()  # the pages verification read leave the process (see dupverify.Bank)
-    return proofs
 
 
 def distance(a: dict[str, Any], b: dict[str, Any], p: DedupParams) -> int:
@@ -391,7 +328,7 @@ class Dedup(Stage[DedupParams]):
                          p: DedupParams, bank: dupverify.Bank | None) -> dict[int, dupverify.Evidence]:
         """Per duplicate whose relation to the kept image needs a verification of its own (it was joined
         through other members, or by pHash alone beyond the radius): that verification, computed by
-        processes where there are many (``_in_processes``); else nothing (``relation`` verifies)."""
+        processes where there are many (``dupprocs.verify_pairs``); else nothing (``relation`` verifies)."""
         if p.mode != "near" or not p.verify or bank is None:
             return {}
         todo: list[tuple[int, int]] = []
@@ -404,20 +341,11 @@ class Dedup(Stage[DedupParams]):
                 if (i != b and hashed[i]["metrics"]["pixel_hash"] != hashed[b]["metrics"]["pixel_hash"]
                         and (edge is None or (edge.evidence is None and edge.distance > p.radius))):
                     todo.append((i, b))
-        if not _in_processes(bank, len(todo)):
+        if not todo:
             return {}
         pairs = np.array(todo, np.int64)
-        seen = dict.fromkeys(pairs[:, 0].tolist(), dupverify.Evidence())
-        cuts = range(0, len(pairs), PROCESS_CHUNK)
-        try:
-            with _processes(bank) as pool:
-                jobs = [pool.submit(dupverify.verify_in_worker, pairs[c:c + PROCESS_CHUNK, 0], pairs[c:c + PROCESS_CHUNK, 1]) for c in cuts]
-                for c, job in zip(cuts, jobs, strict=True):
-                    seen.update((int(pairs[c + k, 0]), ev) for k, ev in job.result())
-        except (BrokenProcessPool, OSError) as e:  # relation verifies each one itself
-            log.warning("dedup: verification processes failed (%s); verifying in this process", e)
-            return {}
-        return seen
+        seen = dupprocs.verify_pairs(bank, pairs[:, 0], pairs[:, 1])
+        return {} if seen is None else {int(pairs[k, 0]): ev for k, ev in seen.items()}
 
     def decide(self, hashed: list[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None) -> Iterator[Outcome]:
         groups = find_groups([r["metrics"] for r in hashed], p, bank)

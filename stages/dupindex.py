@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.phash import near_pairs, unhex, unique, unique_counts
+from stages.phash import key_order, near_pairs, unhex, unique, unique_counts
 
 if TYPE_CHECKING:
     from stages.dupverify import Bank
@@ -256,15 +256,8 @@ def _bucket_pairs(ids: np.ndarray | None, key: np.ndarray, sig: np.ndarray, n: i
         del top
     else:
         at = None
-    # Sorted by key (any order within a bucket: every pair in it is compared). One sort of key and
-    # position packed in a word: a quarter of an argsort's time (x86-simd-sort sorts plain integers).
-    packed = key.astype(np.uint64) if at is None else key[at].astype(np.uint64)
-    packed <<= np.uint64(32)
-    packed |= np.arange(len(packed), dtype=np.uint64) if at is None else at.astype(np.uint64)
-    packed.sort()
-    at = (packed & np.uint64(0xFFFFFFFF)).astype(np.intp)
-    kk = (packed >> np.uint64(32)).astype(np.uint32)
-    del packed
+    # Sorted by key (any order within a bucket: every pair in it is compared).
+    at, kk = key_order(key, at)
     start = np.flatnonzero(np.concatenate([[True], kk[1:] != kk[:-1]]))
     length = np.diff(np.append(start, len(kk)))
     rl = np.repeat(length, length)

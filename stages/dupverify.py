@@ -387,40 +387,6 @@ def prove(bank: Bank, a: np.ndarray, b: np.ndarray, sets: np.ndarray, ks: list[i
     return out
 
 
-_worker_bank: Bank | None = None
-
-
-def open_worker_bank(folder: Path, n: int, sets: int) -> None:
-    """A verification process's start: the dataset step's bank, mapped read-only."""
-    global _worker_bank
-    _worker_bank = Bank(n, folder, sets, existing=True)
-
-
-def prove_in_worker(a: np.ndarray, b: np.ndarray, sets: np.ndarray, need: int, min_overlap: float) -> list[tuple[int, Evidence]]:
-    """``prove`` on every pair (a[k], b[k]) of the bank ``open_worker_bank`` opened, in a process of
-    its own (one by one, the early-stopping pairs are NumPy calls that hold the GIL): (k, evidence)
-    of the pairs verification saw matches in."""
-    if _worker_bank is None:
-        raise RuntimeError("prove_in_worker needs open_worker_bank first")
-    found = prove(_worker_bank, a, b, sets, list(range(len(a))), need, min_overlap)
-    _worker_bank.release()
-    return [(k, ev) for k, ev in enumerate(found) if ev.matches]
-
-
-def verify_in_worker(a: np.ndarray, b: np.ndarray) -> list[tuple[int, Evidence]]:
-    """``verify`` (in full) of the face crops' or views' keypoints of each pair (a[k], b[k]) of the bank
-    ``open_worker_bank`` opened: (k, evidence) of the pairs with matches (the others have none)."""
-    if _worker_bank is None:
-        raise RuntimeError("verify_in_worker needs open_worker_bank first")
-    out = []
-    for k, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
-        ev = verify(_worker_bank.get(i), _worker_bank.get(j))
-        if ev.matches:
-            out.append((k, ev))
-    _worker_bank.release()
-    return out
-
-
 def around_faces(a: Packed | None, b: Packed | None) -> int:
     """Whole images with face boxes: matches outside *a*'s face (by ``AROUND_MARGIN``) that agree with
     putting the faces on each other (box centres and sizes; within ``3 * REPROJ`` px). A crop of a

@@ -332,15 +332,11 @@ def test_verification_in_processes_decides_as_threads_do(shared: Path, tmp_path:
     """A large decision on the dataset step's mapped bank is verified by processes mapping the bank
     themselves (the candidates, and each duplicate's relation to the kept image); it gives the rows the
     threads give on a bank in memory."""
-    import os
-
-    from stages import dedup as dedup_module
+    from stages import dupprocs
     from stages.base import Context, Item
     from stages.dedup import Dedup
     from stages.images import Decoded
 
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("verification runs in processes only with two cores or more")
     records = []
     for name in sorted((shared / "faces" / "dev" / "images").glob("fddb_*.jpg"))[:6]:
         a = rgb(name)
@@ -359,8 +355,9 @@ def test_verification_in_processes_decides_as_threads_do(shared: Path, tmp_path:
         mapped.put(i, r["metrics"]["orb"])
     threads = find_groups([r["metrics"] for r in records], p, memory)
     rows = [(o.key, o.status, o.reason, o.detail, o.metrics) for o in stage.decide(records, p, memory)]
-    monkeypatch.setattr(dedup_module, "PROCESS_PAIRS", 1)
-    monkeypatch.setattr(dedup_module, "PROCESS_CHUNK", 5)
+    monkeypatch.setattr(dupprocs, "cores", lambda: 2)  # two processes, even on a one-core machine
+    monkeypatch.setattr(dupprocs, "PROCESS_PAIRS", 1)
+    monkeypatch.setattr(dupprocs, "PROCESS_CHUNK", 5)
     procs = find_groups([r["metrics"] for r in records], p, mapped)
     assert threads.verified > 5 and threads.proved > 0
     assert (procs.verified, procs.proved) == (threads.verified, threads.proved)
@@ -375,6 +372,6 @@ def test_verification_in_processes_decides_as_threads_do(shared: Path, tmp_path:
     # the work to threads and this process, with a warning, and the same rows.
     for f in (tmp_path / "bank").iterdir():
         f.unlink()
-    with caplog.at_level("WARNING", logger="stages.dedup"):
+    with caplog.at_level("WARNING", logger="stages.dupprocs"):
         assert [(o.key, o.status, o.reason, o.detail, o.metrics) for o in stage.decide(records, p, mapped)] == rows
     assert "verification processes failed" in caplog.text
