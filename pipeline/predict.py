@@ -131,7 +131,9 @@ class Predictor:
         side = self.crop.detect_side or self.detector.side
         small = to_rgb(shrink(rgb, side)) if side else rgb
         sx, sy = w / small.shape[1], h / small.shape[0]
-        found = [f.scaled(sx, sy) for f in self.detector.detect(small, Item(name, name, name))]
+        item = Item(name, name, name)
+        looked = self.detector.detect_closer(small, item, lambda: rgb) if sx > 1 else self.detector.detect(small, item)
+        found = [f.scaled(sx, sy) for f in looked]
         chosen = choose(found, (w, h), self.choice)
         return chosen if isinstance(chosen, list) else []
 

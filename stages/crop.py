@@ -147,7 +147,12 @@ def find_faces(detector: Any, image: Decoded, item: Item, side: int = 0, *, coar
     rgb = to_rgb(image.full() if side == 0 else image.at_most(side))
     w, h = image.size
     sx, sy = w / rgb.shape[1], h / rgb.shape[0]
-    found = detector.detect_at(rgb, item, side) if coarse else detector.detect(rgb, item)
+    if coarse:
+        found = detector.detect_at(rgb, item, side)
+    elif rgb.shape[1] < w:  # a reduced copy: the backend may look closer at the full pixels
+        found = detector.detect_closer(rgb, item, image.full)
+    else:
+        found = detector.detect(rgb, item)
     return [f.scaled(sx, sy) for f in found], rgb.shape
 
 

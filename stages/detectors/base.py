@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -78,6 +79,15 @@ class Backend:
     needs: ClassVar[tuple[str, ...]] = ()
     #: What to install when one of them is missing.
     install: ClassVar[str] = ""
+
+    def detect(self, rgb: np.ndarray, item: Item) -> list[Face]:
+        raise NotImplementedError
+
+    def detect_closer(self, rgb: np.ndarray, item: Item, full: Callable[[], np.ndarray]) -> list[Face]:
+        """``detect`` on *rgb*, a reduced copy of the upright image whose full-resolution pixels (RGB
+        or grayscale) *full* returns; a backend may look again at parts of them (CenterFace's closer
+        look). Boxes in pixels of *rgb*."""
+        return self.detect(rgb, item)
 
 
 #: Face detector backends by name.

@@ -14,6 +14,9 @@ face; boxes are merged by non-maximum suppression and moved to the face from hai
 
 Every image is scaled so that its longer side is ``side`` px (small images are enlarged: the
 20-40 px faces of a 400 px photo become findable at stride 4), then padded to multiples of 32.
+Where that copy is reduced from a larger photo, the crop stage calls ``detect_closer``: each small
+candidate the first look is unsure of is looked at again on a window of the full-resolution pixels,
+at twice the scale (a masked face of 20-30 px on the copy scores too low there and well at 40-60).
 
 The network runs on ONNX Runtime (``stages.netrun``), which needs the file made size-free first.
 ``centerface-bf16``, the default, runs it on OpenVINO (which reads the file as it is) in bfloat16
@@ -25,14 +28,17 @@ are few (the longer side is fixed, the other a multiple of 32).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
 from stages import netrun
 from stages.base import Item
-from stages.detectors.base import Backend, Face, package_file, refit, register
+from stages.detectors.base import Backend, Face, box_iou, nms, package_file, refit, register
 from stages.detectors.blazeface import clip
+from stages.images import to_rgb
 
 
 def load_session(path: str) -> Any:
@@ -66,6 +72,18 @@ class CenterFace(Backend):
     runtime: ClassVar[str] = "onnxruntime"
     #: OpenVINO's precision: "f32", or "" for its default (bfloat16 where the CPU computes it natively)
     precision: ClassVar[str] = "f32"
+    #: The closer look (``detect_closer``): a candidate of a reduced copy scoring at least ``unsure``
+    #: but under ``threshold``, at most ``closer_max`` px on the network's input, is looked at again
+    #: on a window ``closer_window`` times its side, cut from the full-resolution pixels and shown at
+    #: ``closer`` times the first look's scale; a face found there scoring ``closer_threshold`` and
+    #: overlapping the candidate (IoU ``closer_iou``) is kept. Chosen on faces/dev's tuned part
+    #: (BENCHMARKS.md): small masked faces in large photos.
+    unsure: ClassVar[float] = 0.3
+    closer_max: ClassVar[int] = 32
+    closer_window: ClassVar[float] = 3.0
+    closer: ClassVar[float] = 2.0
+    closer_threshold: ClassVar[float] = 0.7
+    closer_iou: ClassVar[float] = 0.3
     #: outputs in the order heatmap, log sizes, offsets, landmarks (the export's names)
     outputs: ClassVar[tuple[str, ...]] = ("537", "538", "539", "540")
 
@@ -116,6 +134,39 @@ class CenterFace(Backend):
             return []
         h, w = rgb.shape[:2]
         return [clip(refit(f, self.box_fit), w, h) for f in self.raw(np.ascontiguousarray(rgb), self.threshold, side)]
+
+    def detect_closer(self, rgb: np.ndarray, item: Item, full: Callable[[], np.ndarray]) -> list[Face]:
+        """``detect``, with a second, closer look at the small unsure candidates (see ``unsure``)."""
+        if min(rgb.shape[:2]) < 8:
+            return []
+        h, w = rgb.shape[:2]
+        k = self.side / max(h, w)  # network input px per px of rgb
+        found = self.raw(np.ascontiguousarray(rgb), self.unsure)
+        faces = [f for f in found if f.score >= self.threshold]
+        doubts = [f for f in found if f.score < self.threshold and max(f.box[2], f.box[3]) * k <= self.closer_max]
+        if doubts:
+            src = full()
+            s = src.shape[1] / w  # full-resolution px per px of rgb
+            closer = [c for d in doubts if (c := self._closer_look(src, s, k, d))]
+            faces = nms(faces + closer, self.nms_iou) if closer else faces
+        return [clip(refit(f, self.box_fit), w, h) for f in faces]
+
+    def _closer_look(self, src: np.ndarray, s: float, k: float, doubt: Face) -> Face | None:
+        """The best face of the closer look at *doubt* (pixels of the reduced copy, *s* times
+        smaller than *src*, *k* times smaller than the network's first input), or None."""
+        x, y, bw, bh = doubt.box
+        half = max(bw, bh) * self.closer_window / 2
+        cx, cy = x + bw / 2, y + bh / 2
+        x0, y0 = max(0, int((cx - half) * s)), max(0, int((cy - half) * s))
+        x1, y1 = min(src.shape[1], math.ceil((cx + half) * s)), min(src.shape[0], math.ceil((cy + half) * s))
+        if min(x1 - x0, y1 - y0) < 8:
+            return None
+        side = max(32, round(max(x1 - x0, y1 - y0) / s * k * self.closer))
+        near = [g for f in self.raw(np.ascontiguousarray(to_rgb(src[y0:y1, x0:x1])), self.closer_threshold, side)
+                for g in [Face((f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3]), f.score,
+                               f.landmarks and tuple((px + x0, py + y0) for px, py in f.landmarks)).scaled(1 / s, 1 / s)]
+                if box_iou(g.box, doubt.box) >= self.closer_iou]
+        return near[0] if near else None  # raw: best first
 
 
 @register("centerface-bf16")
