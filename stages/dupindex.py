@@ -20,17 +20,21 @@ memory-mapped ``dupverify.Bank``): a table reads its 3-byte pieces and one 64-bi
 descriptor, in image order. With 24M descriptors (500k images) 24-bit keys collide by chance in
 about 17M bucket pairs a table; the word, a lower bound of the whole distance, drops all but a few
 percent of them before the check reads the whole descriptors of the rest from the bank, in image
-order (read at random places, a mapped bank would map most of itself).
+order (read at random places, a mapped bank would map most of itself). The chunks of a table are
+read, and its classes of buckets paired, in one thread per core: the work is NumPy's, which lets go
+of the GIL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stages.base import cores
 from stages.phash import key_order, near_pairs, unhex, unique, unique_counts
 
 if TYPE_CHECKING:
@@ -183,57 +187,19 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
         p = per[first:first + CHUNK]
         owner[lo:hi] = np.repeat(np.arange(first, first + len(p), dtype=np.int32), p)
         slot[lo:hi] = np.arange(hi - lo) - np.repeat(starts[first:first + len(p)] - lo, p)
-    words = desc.view(np.uint64)  # (n, m, 4)
-    width = int(per.max())
-    step = BITS // 8
     found: list[np.ndarray] = []
-    for t in range(TABLES):
-        # The table's key piece, and the 64-bit word of the descriptor it does not overlap (the filter below).
-        word = 0 if step * (t + 1) > 8 * (words.shape[2] - 1) else words.shape[2] - 1
-        key, sig = np.empty(n, np.uint32), np.empty(n, np.uint64)
-        for c, (lo, hi) in enumerate(pairwise(bounds)):
-            first = c * CHUNK
-            real = np.arange(width) < per[first:first + CHUNK, None]  # entries in (image, slot) order
-            piece, w = desc[first:first + CHUNK, :width, step * t:step * (t + 1)], words[first:first + CHUNK, :width, word]
-            if real.all():  # every image of the chunk has all its slots (the usual case): no mask to apply
-                piece, w = piece.reshape(-1, step), w.reshape(-1)
-            else:
-                piece, w = piece[real], w[real]
-            piece = piece.astype(np.uint32)
-            key[lo:hi] = piece[:, 0] | (piece[:, 1] << 8) | (piece[:, 2] << 16)
-            sig[lo:hi] = w
-            if release is not None:
-                release()
-        pi: list[np.ndarray] = []
-        pj: list[np.ndarray] = []
-        # Buckets are taken about PART_ENTRIES entries at a time (the keys of one class, by a
-        # multiplicative hash of the key: a bucket is never split, and skewed keys still spread), so
-        # the sorting temporaries stay a few times that whatever the collection.
-        parts = max(1, min(255, n // PART_ENTRIES))
-        part_of = None
-        if parts > 1:  # the hash's top byte scaled to the classes, in place (no 64-bit temporaries)
-            h = key * np.uint32(0x9E3779B1)
-            h >>= np.uint32(24)
-            h *= np.uint32(parts)
-            h >>= np.uint32(8)
-            part_of = h.astype(np.uint8)
-            del h
-        for part in range(parts):
-            if part_of is not None:
-                sel = np.flatnonzero(part_of == part).astype(np.int32)
-                i, j = _bucket_pairs(sel, key[sel], sig[sel], n)
-            else:
-                i, j = _bucket_pairs(None, key, sig, n)
-            other = owner[i] != owner[j]
-            pi.append(np.minimum(i, j)[other])
-            pj.append(np.maximum(i, j)[other])
-        del key, sig
-        if pi:
-            i, j = np.concatenate(pi).astype(np.int64), np.concatenate(pj).astype(np.int64)
-            need = unique(np.concatenate([i, j]))
-            got = _gather(desc, need, owner, slot, bounds, release)
-            near = np.bitwise_count(got[np.searchsorted(need, i)] ^ got[np.searchsorted(need, j)]).sum(axis=1) <= MAX_DISTANCE
-            found.append(i[near] * n + j[near])
+    threads = cores()
+    with ThreadPoolExecutor(threads) as pool:  # the work is NumPy's, which lets go of the GIL
+        for t in range(TABLES):
+            key, sig = _table_keys(desc, t, per, bounds, release, pool)
+            pi, pj = _table_pairs(key, sig, owner, pool, threads)
+            del key, sig
+            if pi:
+                i, j = np.concatenate(pi).astype(np.int64), np.concatenate(pj).astype(np.int64)
+                need = unique(np.concatenate([i, j]))
+                got = _gather(desc, need, owner, slot, bounds, release)
+                near = np.bitwise_count(got[np.searchsorted(need, i)] ^ got[np.searchsorted(need, j)]).sum(axis=1) <= MAX_DISTANCE
+                found.append(i[near] * n + j[near])
     if not found:
         return z, z, z
     pairs = unique(np.concatenate(found))  # each descriptor pair once, whatever tables it met in
@@ -242,6 +208,65 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
     uniq, shared = unique_counts(img)
     ok = shared >= MIN_SHARED
     return uniq[ok] // n_img, uniq[ok] % n_img, shared[ok].astype(np.int64)
+
+
+def _table_keys(desc: np.ndarray, t: int, per: np.ndarray, bounds: list[int], release: Callable[[], None] | None,
+                pool: ThreadPoolExecutor) -> tuple[np.ndarray, np.ndarray]:
+    """Table *t*'s key piece of every entry, and the 64-bit word of the descriptor the piece does not
+    overlap (the filter of ``_bucket_pairs``), read ``CHUNK`` images at a time in *pool*'s threads."""
+    n, width, step = bounds[-1], int(per.max()), BITS // 8
+    words = desc.view(np.uint64)  # (n, m, 4)
+    word = 0 if step * (t + 1) > 8 * (words.shape[2] - 1) else words.shape[2] - 1
+    key, sig = np.empty(n, np.uint32), np.empty(n, np.uint64)
+
+    def read(c: int) -> None:
+        first, (lo, hi) = c * CHUNK, bounds[c:c + 2]
+        real = np.arange(width) < per[first:first + CHUNK, None]  # entries in (image, slot) order
+        piece, w = desc[first:first + CHUNK, :width, step * t:step * (t + 1)], words[first:first + CHUNK, :width, word]
+        if real.all():  # every image of the chunk has all its slots (the usual case): no mask to apply
+            piece, w = piece.reshape(-1, step), w.reshape(-1)
+        else:
+            piece, w = piece[real], w[real]
+        piece = piece.astype(np.uint32)
+        key[lo:hi] = piece[:, 0] | (piece[:, 1] << 8) | (piece[:, 2] << 16)
+        sig[lo:hi] = w
+        if release is not None:
+            release()
+
+    list(pool.map(read, range(len(bounds) - 1)))
+    return key, sig
+
+
+def _table_pairs(key: np.ndarray, sig: np.ndarray, owner: np.ndarray, pool: ThreadPoolExecutor,
+                 threads: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The entry pairs (i < j, of two images) of one table whose keys meet and words pass the filter.
+
+    Buckets are taken a class of keys at a time (by a multiplicative hash of the key: a bucket is never
+    split, and skewed keys still spread), one class to each of *threads* threads of *pool*, about
+    ``PART_ENTRIES`` entries over all of them at once: the sorting temporaries stay a few times that whatever the collection and the cores.
+    """
+    n = len(key)
+    parts = max(1, min(255, n * threads // PART_ENTRIES))
+    part_of = None
+    if parts > 1:  # the hash's top byte scaled to the classes, in place (no 64-bit temporaries)
+        h = key * np.uint32(0x9E3779B1)
+        h >>= np.uint32(24)
+        h *= np.uint32(parts)
+        h >>= np.uint32(8)
+        part_of = h.astype(np.uint8)
+        del h
+
+    def pairs(part: int) -> tuple[np.ndarray, np.ndarray]:
+        if part_of is not None:
+            sel = np.flatnonzero(part_of == part).astype(np.int32)
+            i, j = _bucket_pairs(sel, key[sel], sig[sel], n)
+        else:
+            i, j = _bucket_pairs(None, key, sig, n)
+        other = owner[i] != owner[j]
+        return np.minimum(i, j)[other], np.maximum(i, j)[other]
+
+    found = list(pool.map(pairs, range(parts)))
+    return [i for i, _ in found], [j for _, j in found]
 
 
 def _bucket_pairs(ids: np.ndarray | None, key: np.ndarray, sig: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -122,7 +122,7 @@ def _keypoint_pairs_by_brute_force(desc: np.ndarray, count: np.ndarray) -> tuple
 
 def test_keypoint_index_finds_exactly_the_pairs_of_its_definition(monkeypatch: pytest.MonkeyPatch) -> None:
     """The index's shortcuts (bucket counting, the one-word filter, reading in chunks, buckets taken
-    a class of keys at a time) lose nothing:
+    a class of keys at a time, both in threads) lose nothing:
     planted copies whose flipped bits all sit in the filter's word, at MAX_DISTANCE and one past it,
     and a bucket of textures too large to be compared."""
     from stages import dupindex
@@ -149,5 +149,7 @@ def test_keypoint_index_finds_exactly_the_pairs_of_its_definition(monkeypatch: p
     got = tuple(x.tolist() for x in dupindex.keypoint_pairs(desc, count))
     assert got == want
     monkeypatch.setattr(dupindex, "CHUNK", 3)
-    monkeypatch.setattr(dupindex, "PART_ENTRIES", 500)  # the table's buckets four key classes at a time
-    assert tuple(x.tolist() for x in dupindex.keypoint_pairs(desc, count)) == want
+    monkeypatch.setattr(dupindex, "PART_ENTRIES", 500)  # the table's buckets a few key classes at a time
+    for threads in (1, 3):  # chunks read and classes paired in threads
+        monkeypatch.setattr(dupindex, "cores", lambda: threads)  # noqa: B023 (called before the loop moves on)
+        assert tuple(x.tolist() for x in dupindex.keypoint_pairs(desc, count)) == want
