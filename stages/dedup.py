@@ -19,8 +19,8 @@ is a duplicate by default, as training flips faces), and stages.dupindex propose
 share keypoints (read from a memory-mapped ``dupverify.Bank`` filled from the blobs of the stage's
 parts). A pair
 within ``radius`` bits is a duplicate as it stands (the measured precision of pHash alone there is
-1.0); a pair further apart is a candidate, and only the ``top_k`` nearest candidates of each image
-are verified by local features and a geometric fit (``min_inliers`` inliers covering
+1.0); a pair further apart is a candidate, and only the ``top_k`` nearest pHash candidates and
+the ``top_k`` keypoint candidates (most shared first) of each image are verified by local features and a geometric fit (``min_inliers`` inliers covering
 ``min_overlap`` of the picture the two share). Through crop a pair is verified on what proposed
 it: the face crops' keypoints, the whole images' (whose fit must also hold inliers on the faces,
 see stages.dupverify), or both; each set's keypoints are indexed apart. Pixel-identical images are joined too, and the
@@ -93,7 +93,7 @@ class DedupParams(Params):
     min_overlap: float = field(default=0.1, metadata={
         "help": "verification: fraction of the shared picture those matches must cover (0-1)", "decide": True})
     top_k: int = field(default=12, metadata={
-        "help": "verification: candidates verified per image, nearest first (bounds the work)", "decide": True})
+        "help": "verification: candidates verified per image, nearest first, of pHash and of keypoint candidates each (bounds the work)", "decide": True})
 
     def __post_init__(self) -> None:
         if self.mode not in ("exact", "near"):
@@ -178,7 +178,7 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
             pairs = dupindex.with_keypoint_pairs(pairs, bank, MAX_RADIUS + 1)
         a, b, d, v, sets = pairs
         direct = d <= p.radius
-        check = ~direct & (v != dupindex.FLIP) & dupindex.nearest(a, b, d, n, p.top_k) if p.verify else np.zeros(len(a), bool)
+        check = ~direct & (v != dupindex.FLIP) & dupindex.nearest_by_kind(a, b, d, v, n, p.top_k) if p.verify else np.zeros(len(a), bool)
         todo = np.flatnonzero(check).tolist()
         # Through crop, a pair is verified on what proposed it: the face crops, the whole images (a
         # copy whose crop kept another face; see dupverify), or both. Without crop every set is the view's.

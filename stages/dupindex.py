@@ -3,8 +3,8 @@
 ``phash_pairs`` joins the main pHashes (of the face crop and, through crop, of the whole image)
 within the candidate radius and the mirrored and window hashes within the duplicate radius
 (stages.phash.near_pairs); ``with_keypoint_pairs`` adds the pairs whose keypoints met (below),
-ranked after every pHash candidate; ``nearest`` marks the ``top_k`` nearest candidates of each
-image, the ones verification looks at.
+ranked after every pHash candidate; ``nearest_by_kind`` marks the ``top_k`` nearest pHash
+candidates and the ``top_k`` keypoint candidates of each image, the ones verification looks at.
 
 Candidates by shared keypoints: images whose ORB descriptors meet in hash buckets. A copy
 cropped to a fifth of the photo, padded or cut out has another pHash altogether; what it
@@ -111,6 +111,19 @@ def phash_pairs(metrics: Sequence[dict[str, Any]], reach: int, radius: int, *, f
     s = np.bitwise_or.reduceat(s, np.flatnonzero(first)) if len(s) else s
     # Compact: 12 bytes a pair, not 40 (tens of millions of pairs on a 500k collection of near copies).
     return a[first].astype(np.int32), b[first].astype(np.int32), d[first].astype(np.int16), v[first].astype(np.int8), s
+
+
+def nearest_by_kind(a: np.ndarray, b: np.ndarray, d: np.ndarray, v: np.ndarray, n: int, k: int) -> np.ndarray:
+    """``nearest``, ranked apart for the pairs only shared keypoints proposed (``KEYPOINTS``, most
+    shared first) and the others (nearest pHash first): each image's *k* of each. Chance pHash
+    neighbours within the candidate radius grow with the collection (FER2013's 28,709 faces: 462
+    with 12 or more), a copy's shared keypoints do not; ranked after every pHash candidate, a
+    reframed copy's pair would fall out of a crowded image's *k*."""
+    out = np.zeros(len(a), bool)
+    for kind in (v == KEYPOINTS, v != KEYPOINTS):
+        at = np.flatnonzero(kind)
+        out[at] = nearest(a[at], b[at], d[at], n, k)
+    return out
 
 
 def nearest(a: np.ndarray, b: np.ndarray, d: np.ndarray, n: int, k: int) -> np.ndarray:

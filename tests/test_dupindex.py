@@ -153,3 +153,20 @@ def test_keypoint_index_finds_exactly_the_pairs_of_its_definition(monkeypatch: p
     for threads in (1, 3):  # chunks read and classes paired in threads
         monkeypatch.setattr(dupindex, "cores", lambda: threads)  # noqa: B023 (called before the loop moves on)
         assert tuple(x.tolist() for x in dupindex.keypoint_pairs(desc, count)) == want
+
+
+def test_keypoint_candidates_are_ranked_apart_from_crowded_phash_candidates() -> None:
+    """Two images each with more chance pHash candidates than top_k, and a keypoint pair between them
+    (a reframed copy): ranked after every pHash candidate it falls out of both images' top k; ranked
+    apart it is verified, and the pHash candidates are chosen as they were."""
+    from stages import dupindex
+
+    k, n = 3, 12
+    a = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0])
+    b = np.array([2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1])
+    d = np.array([5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 11 + dupindex.INDEXED - 20])
+    v = np.array([dupindex.MAIN] * 10 + [dupindex.KEYPOINTS])
+    mixed = dupindex.nearest(a, b, d, n, k)
+    apart = dupindex.nearest_by_kind(a, b, d, v, n, k)
+    assert not mixed[-1] and apart[-1]
+    assert apart[:-1].tolist() == dupindex.nearest(a[:-1], b[:-1], d[:-1], n, k).tolist()
