@@ -48,6 +48,12 @@ class Face:
     def area(self) -> float:
         return self.box[2] * self.box[3]
 
+    def moved(self, dx: float, dy: float) -> Face:
+        """The same face in a frame whose origin lies (-dx, -dy) from this one's (window -> image pixels)."""
+        x, y, w, h = self.box
+        lm = None if self.landmarks is None else tuple((px + dx, py + dy) for px, py in self.landmarks)
+        return Face((x + dx, y + dy, w, h), self.score, lm)
+
     def scaled(self, sx: float, sy: float) -> Face:
         """The same face in a frame scaled by (sx, sy) (reduced copy -> source pixels)."""
         x, y, w, h = self.box

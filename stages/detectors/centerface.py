@@ -162,11 +162,11 @@ class CenterFace(Backend):
         if min(x1 - x0, y1 - y0) < 8:
             return None
         side = max(32, round(max(x1 - x0, y1 - y0) / s * k * self.closer))
-        near = [g for f in self.raw(np.ascontiguousarray(to_rgb(src[y0:y1, x0:x1])), self.closer_threshold, side)
-                for g in [Face((f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3]), f.score,
-                               f.landmarks and tuple((px + x0, py + y0) for px, py in f.landmarks)).scaled(1 / s, 1 / s)]
-                if box_iou(g.box, doubt.box) >= self.closer_iou]
-        return near[0] if near else None  # raw: best first
+        for f in self.raw(np.ascontiguousarray(to_rgb(src[y0:y1, x0:x1])), self.closer_threshold, side):  # best first
+            g = f.moved(x0, y0).scaled(1 / s, 1 / s)
+            if box_iou(g.box, doubt.box) >= self.closer_iou:
+                return g
+        return None
 
 
 @register("centerface-bf16")
