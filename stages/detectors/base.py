@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -73,7 +74,7 @@ class FaceDetector(Protocol):
         ...
 
 
-class Backend:
+class Backend(ABC):
     """Convenience base: class attributes describing what a backend needs."""
 
     name: ClassVar[str] = ""
@@ -86,8 +87,9 @@ class Backend:
     #: What to install when one of them is missing.
     install: ClassVar[str] = ""
 
+    @abstractmethod
     def detect(self, rgb: np.ndarray, item: Item) -> list[Face]:
-        raise NotImplementedError
+        """Faces in *rgb* (HxWx3 uint8, upright); boxes in the pixels of *rgb*."""
 
     def detect_closer(self, rgb: np.ndarray, item: Item, full: Callable[[], np.ndarray]) -> list[Face]:
         """``detect`` on *rgb*, a reduced copy of the upright image whose full-resolution pixels (RGB
