@@ -191,9 +191,8 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         for k, ev in proofs.items():
             joined[k] = ev.proves(p.min_inliers, p.min_overlap)
         groups.verified, groups.proved = len(todo) if bank is not None else 0, int(np.count_nonzero(joined & check))
-        nothing = dupverify.Evidence()
         for k in np.flatnonzero(joined).tolist():
-            groups.edges[(int(a[k]), int(b[k]))] = Edge(int(d[k]), int(v[k]), proofs.get(k, nothing) if check[k] else None)
+            groups.edges[(int(a[k]), int(b[k]))] = Edge(int(d[k]), int(v[k]), proofs.get(k, dupverify.NOTHING) if check[k] else None)
         if groups.edges:
             ij = np.array(list(groups.edges), dtype=np.int64)
             src.append(ij[:, 0])

@@ -59,7 +59,7 @@ def verify_pairs(bank: Bank, a: np.ndarray, b: np.ndarray) -> dict[int, Evidence
     found = _in_processes(bank, _verify_in_worker, [a, b])
     if found is None:
         return None
-    seen = dict.fromkeys(range(len(a)), Evidence())
+    seen = dict.fromkeys(range(len(a)), dupverify.NOTHING)
     seen.update(found)
     return seen
 

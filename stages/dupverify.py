@@ -59,7 +59,7 @@ EMPTY = bytes(HEAD)
 #: other picture, and the IoU from which two kept faces are the same region.
 FACE_INLIERS = 2
 SAME_FACE = 0.3
-#: ``prove``: pairs sharing their first image screened in one distance matrix (96 x 64 x 96 int32: 2.4 MB).
+#: ``prove``: pairs screened in one distance array (64 x 96 x 96 int32: 2.4 MB).
 SCREEN_BATCH = 64
 #: ``around_faces``: matches count from this far outside a face box (in box sizes; the crop stage's
 #: default margin, so outside what the face crops compared).
@@ -304,25 +304,51 @@ def matches(a: np.ndarray, b: np.ndarray, need: int = 0) -> tuple[np.ndarray, np
 _RATIO_LIMIT = np.array([max(s for s in range(8 * DESC + 2) if not f < RATIO * s) for f in range(8 * DESC + 1)], np.int32)
 
 
-def screen(a: Packed | None, desc: np.ndarray, count: np.ndarray, need: int) -> np.ndarray:
-    """Per image of a batch (``Bank.descs``): whether ``verify(a, it, need)`` can get past its first
-    ratio test, in one distance matrix for the batch (most candidate pairs stop there; one by one the
-    calls cost more than the counting). False where ``verify`` returns empty evidence at once."""
-    m = len(count)
-    ok = count >= 2
-    if a is None or len(a.desc) < 2 or not m:
-        return np.zeros(m, bool)
-    if not need:
+def screen(bank: Bank, ia: np.ndarray, ib: np.ndarray, s: int, need: int) -> np.ndarray:
+    """Per pair (ia[k], ib[k]) of *bank*'s images, on their keypoint set *s*: whether *need* matches
+    pass the ratio test both ways (``matches``), as ``verify(bank.get(ia[k], s), bank.get(ib[k], s),
+    need)`` needs before it fits; with *need* 0, whether both have keypoints to match. A pair that
+    fails cannot be proved. Nearly every candidate pair fails, so a whole batch of pairs is screened
+    in one distance array and one set of reductions: one by one, the calls' own cost would outweigh
+    the counting. Pairs that share their first image and lie next to each other share its distance
+    computation."""
+    m = len(ia)
+    starts = np.flatnonzero(np.r_[True, ia[1:] != ia[:-1]]) if m else np.zeros(0, np.int64)
+    da, ca = bank.descs(ia[starts], s)
+    db, cb = bank.descs(ib, s)
+    ca = np.repeat(ca, np.diff(np.r_[starts, m]))  # per pair: its first image's keypoint count
+    ok: np.ndarray = (ca >= 2) & (cb >= 2)
+    if not need or not ok.any():
         return ok
-    # (image, its keypoint, a's keypoint), reduced over the middle axis row against row (SIMD). The
-    # ratio test holds where the nearest is the only distance within _RATIO_LIMIT of it.
-    d = distances(desc.reshape(-1, DESC), a.desc).reshape(m, N_FEATURES, len(a.desc))
-    d[np.arange(N_FEATURES) >= count[:, None].astype(np.int64)] = np.iinfo(np.int32).max  # not keypoints
-    limit = _RATIO_LIMIT[np.minimum(d.min(axis=1), 8 * DESC)]
-    alone = (d <= limit[:, None, :]).sum(axis=1, dtype=np.uint8) == 1
-    passed = np.count_nonzero(alone, axis=1)
-    out: np.ndarray = ok & (passed >= need)
-    return out
+    import faiss
+
+    # (pair, b's keypoint, a's keypoint): one distance matrix per first image, over all its pairs.
+    far = np.iinfo(np.int32).max
+    d = np.empty((m, N_FEATURES, N_FEATURES), np.int32)
+    for r, (lo, hi) in enumerate(zip(starts.tolist(), [*starts[1:].tolist(), m], strict=True)):
+        faiss.hammings(faiss.swig_ptr(db[lo:hi]), faiss.swig_ptr(da[r]), (hi - lo) * N_FEATURES, N_FEATURES,  # type: ignore[attr-defined]
+                       DESC, faiss.swig_ptr(d[lo:hi]))
+    for j in np.flatnonzero((cb < N_FEATURES) | (ca < N_FEATURES)).tolist():
+        d[j, cb[j]:] = far  # rows and columns past a set's count are not keypoints
+        d[j, :, ca[j]:] = far
+    # a's way, reduced over the middle axis row against row (SIMD). The ratio test holds where the
+    # nearest is the only distance within _RATIO_LIMIT of it.
+    near = d.min(axis=1)
+    within = d <= _RATIO_LIMIT[np.minimum(near, 8 * DESC)][:, None, :]
+    ok &= np.count_nonzero(alone := within.sum(axis=1, dtype=np.uint8) == 1, axis=1) >= need  # the way back can only remove matches
+    on = np.flatnonzero(ok)
+    if not len(on):
+        return ok
+    # The way back, for the pairs still in, on the rows (b's keypoints) a's way matched: a match
+    # holds where its distance is the only one of its row within the ratio limit (so the row's
+    # nearest, alone).
+    pair, col = np.nonzero(alone[on])
+    pair = on[pair]
+    row = within[pair, :, col].argmax(axis=1)
+    first = near[pair, col]
+    back = (d[pair, row] <= _RATIO_LIMIT[first][:, None]).sum(axis=1) == 1
+    ok[on] = np.bincount(pair[back], minlength=m)[on] >= need
+    return ok
 
 
 def _hull_area(pts: np.ndarray) -> float:
@@ -361,29 +387,36 @@ def verify(a: Packed | None, b: Packed | None, need: int = 0) -> Evidence:
     return Evidence(len(ia), int(inl.sum()), scale, rotation, min(1.0, overlap), shared / union if union > 0 else 0.0, faces)
 
 
+#: Empty evidence: what a pair that stops at the screen gets (one shared, frozen instance).
+NOTHING = Evidence()
+
+
 def prove(bank: Bank, a: np.ndarray, b: np.ndarray, sets: np.ndarray, ks: list[int], need: int,
           min_overlap: float) -> list[Evidence]:
     """Evidence for pairs ``(a[k], b[k])``, k in *ks* (sorted by ``a[k]``), of *bank*'s images, each
     verified on the sets that proposed it (``sets[k]``: bit ``1 << s`` for set s): the face crops'
     first, the whole images' where those do not prove it; a pair both proposed keeps the face crops'
-    evidence unless the whole images' proves it. Pairs sharing their first image are screened in
-    batches (``screen``); only those past the first ratio test are read and verified one by one."""
-    out: list[Evidence] = []
+    evidence unless the whole images' proves it. The pairs are screened in batches (``screen``); only
+    those with *need* matches are read and verified one by one. The others get empty evidence: with
+    fewer matches than *need*, no fit can prove them."""
     idx = np.asarray(ks, np.int64)
-    for run in np.split(idx, np.flatnonzero(np.diff(a[idx])) + 1):  # read each first image once for its run
-        first = [bank.get(a[run[0]], s) for s in (0, 1)]
-        ok = np.zeros((2, len(run)), bool)
-        for s in (0, 1):
-            on = np.flatnonzero(sets[run] & (1 << s))
-            for lo in range(0, len(on), SCREEN_BATCH):
-                at = on[lo:lo + SCREEN_BATCH]
-                ok[s, at] = screen(first[s], *bank.descs(b[run[at]], s), need)
-        for k, face_ok, whole_ok in zip(run.tolist(), ok[0].tolist(), ok[1].tolist(), strict=True):
-            ev = verify(first[0], bank.get(b[k]), need) if face_ok else Evidence()
-            if sets[k] & 2 and not ev.proves(need, min_overlap):
-                whole = verify(first[1], bank.get(b[k], 1), need) if whole_ok else Evidence()
-                ev = whole if whole.proves(need, min_overlap) or not sets[k] & 1 else ev
-            out.append(ev)
+    ok = np.zeros((2, len(idx)), bool)
+    for s in (0, 1):
+        on = np.flatnonzero(sets[idx] & (1 << s))
+        for lo in range(0, len(on), SCREEN_BATCH):
+            at = on[lo:lo + SCREEN_BATCH]
+            ok[s, at] = screen(bank, a[idx[at]], b[idx[at]], s, need)
+    out = [NOTHING] * len(idx)
+    first: tuple[int, list[Packed | None]] = (-1, [])
+    for j in np.flatnonzero(ok[0] | ok[1]).tolist():
+        k = int(idx[j])
+        if first[0] != a[k]:  # pairs come sorted by their first image: read it once
+            first = (int(a[k]), [bank.get(a[k], s) for s in (0, 1)])
+        ev = verify(first[1][0], bank.get(b[k]), need) if ok[0, j] else NOTHING
+        if sets[k] & 2 and not ev.proves(need, min_overlap):
+            whole = verify(first[1][1], bank.get(b[k], 1), need) if ok[1, j] else NOTHING
+            ev = whole if whole.proves(need, min_overlap) or not sets[k] & 1 else ev
+        out[j] = ev
     return out
 
 

@@ -59,7 +59,7 @@ def test_unique_by_sorting_equals_numpy_unique() -> None:
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
-def test_screen_passes_exactly_the_pairs_verify_gets_past_its_first_ratio_test(tmp_path: Path, shared: Path) -> None:
+def test_screen_passes_exactly_the_pairs_with_enough_matches_both_ways(tmp_path: Path, shared: Path) -> None:
     grays = []
     for name in ("fr_obama.jpg", "dl_tom_cruise.jpg", "df_couple.jpg", "df_selfie-many-people.jpg"):
         g = cv2.imread(str(shared / "faces" / "presence" / name), cv2.IMREAD_GRAYSCALE)
@@ -76,22 +76,28 @@ def test_screen_passes_exactly_the_pairs_verify_gets_past_its_first_ratio_test(t
     for i, b in enumerate(blobs):
         mapped.put(i, b)
     everyone = np.arange(len(blobs))
-    passed = 0
+    passed = back_only = 0
     for bank in (dupverify.Bank.of(blobs), mapped):
         desc, count = bank.descs(everyone)
         assert desc.shape == (len(blobs), dupverify.N_FEATURES, dupverify.DESC) and count.tolist()[-5:] == [96, 40, 2, 1, 0]
-        for i in everyone.tolist():
-            first = bank.get(i)
-            for need in (0, 8, 30):
-                got = dupverify.screen(first, desc, count, need).tolist()
+        # Every ordered pair in one batch (first images sorted, as prove hands them), and each first
+        # image's pairs alone: the same answers.
+        ia, ib = np.repeat(everyone, len(blobs)), np.tile(everyone, len(blobs))
+        for need in (0, 3, 8, 30):
+            together = dupverify.screen(bank, ia, ib, 0, need).reshape(len(blobs), len(blobs)).tolist()
+            for i in everyone.tolist():
+                first = bank.get(i)
                 want = []
                 for j in everyone.tolist():
                     other = bank.get(j)
                     ok = first is not None and other is not None and len(first.desc) >= 2 and len(other.desc) >= 2
-                    want.append(ok and dupverify.matches(first.desc, other.desc, need) is not None)
-                assert got == want, (i, need)
-                passed += sum(got)
-        assert dupverify.screen(None, desc, count, 8).tolist() == [False] * len(blobs)
-        assert not dupverify.screen(bank.get(0), desc[:0], count[:0], 8).size
+                    want.append(ok and len(dupverify.matches(first.desc, other.desc)[0]) >= need)  # type: ignore[index]
+                    back_only += ok and not want[-1] and dupverify.matches(first.desc, other.desc, need) is not None
+                assert together[i] == want, (i, need)
+                assert dupverify.screen(bank, np.full(len(blobs), i), everyone, 0, need).tolist() == want, (i, need)
+                passed += sum(want)
+        assert not dupverify.screen(bank, everyone[:0], everyone[:0], 0, 8).size
     assert passed > 4 * len(blobs)  # real pairs pass (each image with itself and its copies), most others do not
+    assert back_only  # pairs with enough matches one way but not both: the way back decides there
     assert np.array_equal(mapped.descs(everyone, 1)[1], np.zeros(len(blobs)))  # a set the bank does not hold: empty
+    assert not dupverify.screen(mapped, everyone, everyone, 1, 8).any()
