@@ -211,7 +211,7 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
                 i, j = np.concatenate(pi).astype(np.int64), np.concatenate(pj).astype(np.int64)
                 need = unique(np.concatenate([i, j]))
                 got = _gather(desc, need, owner, slot, bounds, release)
-                near = np.bitwise_count(got[np.searchsorted(need, i)] ^ got[np.searchsorted(need, j)]).sum(axis=1) <= MAX_DISTANCE
+                near = np.bitwise_count(got[_rows(need, i)] ^ got[_rows(need, j)]).sum(axis=1) <= MAX_DISTANCE
                 found.append(i[near] * n + j[near])
     if not found:
         return z, z, z
@@ -221,6 +221,18 @@ def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], No
     uniq, shared = unique_counts(img)
     ok = shared >= MIN_SHARED
     return uniq[ok] // n_img, uniq[ok] % n_img, shared[ok].astype(np.int64)
+
+
+def _rows(need: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The index in *need* (sorted, distinct, below 2**32) of each value of *x* (all of them in
+    *need*): a binary search of the values in sorted order, each packed with its place in one
+    64-bit word for the sort. Searched at random, a million values cost 0.4 s on this CPU where
+    crowded buckets (FER2013's faces) give a million pairs a table; in order, 0.03 s."""
+    packed = (x.astype(np.uint64) << np.uint64(32)) | np.arange(len(x), dtype=np.uint64)
+    packed.sort()
+    out = np.empty(len(x), np.int64)
+    out[(packed & np.uint64(0xFFFFFFFF)).astype(np.int64)] = np.searchsorted(need, (packed >> np.uint64(32)).astype(np.int64))
+    return out
 
 
 def _table_keys(desc: np.ndarray, t: int, per: np.ndarray, bounds: list[int], release: Callable[[], None] | None,
