@@ -188,26 +188,30 @@ class Bank:
 
     @classmethod
     def of(cls, blobs: list[bytes]) -> Bank:
-        sets = [unpack_all(b) for b in blobs]
-        bank = cls(len(blobs), sets=max((len(x) for x in sets), default=1) or 1)
-        for i, x in enumerate(sets):
-            bank._put(i, x)
+        bank = cls(len(blobs), sets=max((len(unpack_all(b)) for b in blobs), default=1) or 1)
+        for i, b in enumerate(blobs):
+            bank.put(i, b)
         return bank
 
     def __len__(self) -> int:
         return self.n
 
     def put(self, i: int, b: bytes) -> None:
-        self._put(i, unpack_all(b))
-
-    def _put(self, i: int, sets: list[Packed]) -> None:
-        for s, p in enumerate(sets[:self.sets]):
-            r, k = s * self.n + i, min(len(p.desc), N_FEATURES)
-            self.size[r] = p.size
+        """Image *i*'s sets from its packed bytes, copied as they are packed (``unpack_all``'s layout)."""
+        at = 0
+        for s in range(self.sets):
+            if at + HEAD > len(b):
+                break
+            w, h, n = np.frombuffer(b, np.uint16, 3, at).tolist()
+            if at + HEAD + (2 + DESC) * n > len(b):
+                break
+            r, k = s * self.n + i, min(n, N_FEATURES)
+            self.size[r] = w, h
             self.count[r] = k
-            self.box[r] = np.round(np.asarray(p.box or (0, 0, 0, 0)) / STEP).astype(np.uint8)
-            self.xy[r, :k] = np.round(p.xy[:k] / STEP).astype(np.uint8)
-            self.desc[r, :k] = p.desc[:k]
+            self.box[r] = np.frombuffer(b, np.uint8, 4, at + 6)
+            self.xy[r, :k] = np.frombuffer(b, np.uint8, 2 * k, at + HEAD).reshape(k, 2)
+            self.desc[r, :k] = np.frombuffer(b, np.uint8, DESC * k, at + HEAD + 2 * n).reshape(k, DESC)
+            at += HEAD + (2 + DESC) * n
 
     def get(self, i: int, s: int = 0) -> Packed | None:
         """Image *i*'s set *s* (None when it has none)."""
