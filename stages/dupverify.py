@@ -339,7 +339,8 @@ def screen(bank: Bank, ia: np.ndarray, ib: np.ndarray, s: int, need: int) -> np.
     # nearest is the only distance within _RATIO_LIMIT of it.
     near = d.min(axis=1)
     within = d <= _RATIO_LIMIT[np.minimum(near, 8 * DESC)][:, None, :]
-    ok &= np.count_nonzero(alone := within.sum(axis=1, dtype=np.uint8) == 1, axis=1) >= need  # the way back can only remove matches
+    alone = within.sum(axis=1, dtype=np.uint8) == 1
+    ok &= np.count_nonzero(alone, axis=1) >= need  # the way back can only remove matches
     on = np.flatnonzero(ok)
     if not len(on):
         return ok
