@@ -101,3 +101,26 @@ def test_screen_passes_exactly_the_pairs_with_enough_matches_both_ways(tmp_path:
     assert back_only  # pairs with enough matches one way but not both: the way back decides there
     assert np.array_equal(mapped.descs(everyone, 1)[1], np.zeros(len(blobs)))  # a set the bank does not hold: empty
     assert not dupverify.screen(mapped, everyone, everyone, 1, 8).any()
+
+
+def test_a_bank_gives_back_every_set_as_it_was_packed(tmp_path: Path, shared: Path) -> None:
+    """``Bank.put`` copies the packed bytes as they are: ``get`` returns what ``unpack_all`` reads from
+    the blob, for one set, two sets (through crop: the face crop's, then the whole image's with its
+    face box), a face crop without keypoints before the whole image's, and a blob cut short."""
+    g = cv2.imread(str(shared / "faces" / "presence" / "df_couple.jpg"), cv2.IMREAD_GRAYSCALE)
+    h, w = g.shape
+    face, whole = dupverify.features(g[: h // 2, : w // 2]), dupverify.features(g, (w / 8, h / 8, w / 4, h / 3))
+    blobs = [face, face + whole, dupverify.EMPTY + whole, (face + whole)[: len(face) + 50], b""]
+    for bank in (dupverify.Bank(len(blobs), tmp_path, sets=2), dupverify.Bank.of(blobs)):
+        if bank.folder is not None:
+            for i, b in enumerate(blobs):
+                bank.put(i, b)
+        for i, b in enumerate(blobs):
+            sets = dupverify.unpack_all(b)
+            for s in (0, 1):
+                got, want = bank.get(i, s), sets[s] if s < len(sets) and len(sets[s].desc) else None
+                assert (got is None) == (want is None), (i, s)
+                if got is not None and want is not None:
+                    assert got.size == want.size and got.box == want.box, (i, s)
+                    assert np.array_equal(got.xy, want.xy) and np.array_equal(got.desc, want.desc), (i, s)
+    assert dupverify.unpack_all(blobs[1])[1].box is not None  # the whole image's face box went through
