@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -17,6 +18,16 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"the shared sample data is missing at {SHARED} (set FACESIFT_SHARED)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def dev_truth(shared: Path) -> dict[str, list[tuple[tuple[float, ...], str]]]:
+    """faces/dev's truth: per file, its boxes (x, y, w, h) and their kinds (with_mask, without_mask, face)."""
+    out: dict[str, list[tuple[tuple[float, ...], str]]] = {}
+    with open(shared / "faces" / "dev" / "boxes.csv", encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            out.setdefault(r["file"], []).append((tuple(float(r[k]) for k in "xywh"), r["kind"]))
+    return out
 
 
 @pytest.fixture()

@@ -17,15 +17,9 @@ from stages.detectors.base import box_iou, refit
 from stages.detectors.blazeface import MODELS, BlazeNet, anchors
 from stages.images import Decoded, to_rgb
 
+#: faces/dev's truth (the ``dev_truth`` fixture): per file, its boxes and their kinds
+Truth = dict[str, list[tuple[tuple[float, ...], str]]]
 HARD_NEGATIVES = ("sir_lego.jpg", "sir_toy.jpg", "sir_canvas.jpg", "sir_shoes.jpg")  # printed, drawn, painted faces; legs
-
-
-def dev_truth(shared: Path) -> dict[str, list[tuple[tuple[float, ...], str]]]:
-    out: dict[str, list[tuple[tuple[float, ...], str]]] = {}
-    with open(shared / "faces" / "dev" / "boxes.csv", encoding="utf-8", newline="") as fh:
-        for r in csv.DictReader(fh):
-            out.setdefault(r["file"], []).append((tuple(float(r[k]) for k in "xywh"), r["kind"]))
-    return out
 
 
 def faces_in(det: object, path: Path) -> list[Face]:
@@ -62,9 +56,9 @@ def test_the_default_runs_on_openvino_only_where_the_cpu_computes_bfloat16(monke
 
 # measured: 4 of 5, 10 of 15 and 7 of 8 masked faces at IoU >= 0.5
 @pytest.mark.parametrize("name, at_least", [("mw_train_img_11.jpg", 4), ("mw_train_img_127.jpg", 9), ("mw_train_img_105.jpg", 6)])
-def test_masked_faces_found_near_the_truth(shared: Path, default: object, name: str, at_least: int) -> None:
+def test_masked_faces_found_near_the_truth(shared: Path, default: object, name: str, at_least: int, dev_truth: Truth) -> None:
     faces = faces_in(default, shared / "faces" / "dev" / "images" / name)
-    truth = dev_truth(shared)[name]
+    truth = dev_truth[name]
     masked = [b for b, kind in truth if kind == "with_mask"]
     found = [b for b in masked if best_iou(faces, b) >= 0.5]
     assert len(found) >= at_least, (name, len(found), len(masked))
@@ -72,20 +66,20 @@ def test_masked_faces_found_near_the_truth(shared: Path, default: object, name: 
     assert len(faces) <= len(truth) + 3  # a few background faces carry no box; not a box on every texture
 
 
-def test_small_faces_of_14_to_38_px_found(shared: Path, default: object) -> None:
-    truth = dev_truth(shared)
+def test_small_faces_of_14_to_38_px_found(shared: Path, default: object, dev_truth: Truth) -> None:
+    truth = dev_truth
     for name, n in (("fddb_000127.jpg", 3), ("fddb_000066.jpg", 3)):
         faces = faces_in(default, shared / "faces" / "dev" / "images" / name)
         small = [b for b, _ in truth[name] if b[2] < 40]
         assert sum(best_iou(faces, b) >= 0.5 for b in small) >= n, name
 
 
-def test_the_closer_look_finds_small_faces_in_a_large_photo(shared: Path, default: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_closer_look_finds_small_faces_in_a_large_photo(shared: Path, default: object, monkeypatch: pytest.MonkeyPatch, dev_truth: Truth) -> None:
     """A crowd of 112 faces, most under 40 px, in a 2000 x 1388 photo (faces/dev's tuned part): the
     second, closer look at the small unsure candidates of the 640 px copy finds faces the first look
     misses, and keeps every face the first look found."""
     name = "mw_train_img_7.jpg"
-    truth = [b for b, _ in dev_truth(shared)[name]]
+    truth = [b for b, _ in dev_truth[name]]
     both = faces_in(default, shared / "faces" / "dev" / "images" / name)
     monkeypatch.setattr(DETECTORS[DEFAULT_DETECTOR], "closer_max", 0)  # the first look alone
     first = faces_in(default, shared / "faces" / "dev" / "images" / name)
@@ -121,11 +115,11 @@ def test_no_face_photos_of_presence_stay_empty(shared: Path, default: object) ->
     assert [r["file"] for r in rows if faces_in(default, shared / "faces" / r["file"])] == []
 
 
-def test_cascade_finds_masked_faces_with_landmarks(shared: Path) -> None:
+def test_cascade_finds_masked_faces_with_landmarks(shared: Path, dev_truth: Truth) -> None:
     det = create("cascade")
     name = "mw_train_img_105.jpg"
     faces = faces_in(det, shared / "faces" / "dev" / "images" / name)
-    masked = [b for b, kind in dev_truth(shared)[name] if kind == "with_mask"]
+    masked = [b for b, kind in dev_truth[name] if kind == "with_mask"]
     assert sum(best_iou(faces, b) >= 0.5 for b in masked) >= 6  # measured: 7 of 8
     assert faces and all(f.landmarks is not None and len(f.landmarks) == 5 for f in faces)  # MTCNN's O-Net adds them
     assert not faces_in(det, shared / "faces" / "dev" / "images" / "sir_lego.jpg")

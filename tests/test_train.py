@@ -450,7 +450,8 @@ def test_run_time_estimates_read_in_seconds_minutes_and_hours() -> None:
     assert got == ["40 s", "89 s", "2 min", "12 min", "1 h 00 min", "2 h 05 min", "10 h 00 min"]
 
 
-def test_predict_looks_closer_at_small_faces_of_a_large_photo(trained: Path, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_looks_closer_at_small_faces_of_a_large_photo(trained: Path, shared: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              dev_truth: dict[str, list[tuple[tuple[float, ...], str]]]) -> None:
     """predict finds faces as crop does: on a 2000 x 1388 crowd (faces/dev's tuned part, 112 faces, most
     under 40 px) the closer look at the full pixels finds many more near the truth than the 640 px copy alone."""
     from pipeline.predict import Predictor
@@ -460,8 +461,7 @@ def test_predict_looks_closer_at_small_faces_of_a_large_photo(trained: Path, sha
     from stages.images import Decoded, to_rgb
 
     name = "mw_train_img_7.jpg"
-    truth = [tuple(float(r[k]) for k in "xywh") for r in csv.DictReader((shared / "faces" / "dev" / "boxes.csv").open())
-             if r["file"] == name]
+    truth = [box for box, _ in dev_truth[name]]
     rgb = to_rgb(Decoded.from_bytes((shared / "faces" / "dev" / "images" / name).read_bytes()).full())
     predictor = Predictor(trained / "model", None, 0)
 
