@@ -48,7 +48,7 @@ def bench_model(name: str, batch: int, seconds: float, precision: str = "float32
     keras.mixed_precision.set_global_policy(precision)
     shape = models.input_shape(name)
     model = models.build(name, 7, seed=0)
-    models.compile_for(model, TrainParams(model=name, batch_size=batch), 100)
+    models.compile_for(model, TrainParams(model=name, batch_size=batch).sized(100 * batch), 100)
     rng = np.random.default_rng(0)
     steps = 4
     x = rng.integers(0, 256, (batch * steps, *shape), dtype=np.uint8)

@@ -32,7 +32,7 @@ from stages.train.fit import predict_arrays, resolve_precision
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["happy", "sad", "surprise"]
 PER_CLASS = 60
-TRAIN_FLAGS = ["--train-model", "fer-small", "--train-epochs", "8", "--train-batch-size", "16", "--train-threads", "2"]
+TRAIN_FLAGS = ["--train-model", "fer-small", "--train-epochs", "8", "--train-threads", "2"]
 
 
 def make_set(root: Path, per_class: int = PER_CLASS, seed: int = 0) -> None:
@@ -105,6 +105,23 @@ def test_params_are_validated(cli, tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == 2 and "manifest.csv not found" in err
 
 
+def test_small_training_sets_get_smaller_batches_and_explicit_values_are_kept() -> None:
+    from stages.train import TrainParams
+
+    def sized(n: int, **kw: float) -> tuple[int, float]:
+        t = TrainParams(**kw).sized(n)  # type: ignore[arg-type]
+        return t.batch_size, round(t.learning_rate, 6)
+
+    assert sized(20983) == sized(3073) == (128, 0.002)  # FER2013: 164 steps an epoch, the recipe as measured
+    assert sized(3072) == sized(1537) == (64, 0.001414)
+    assert sized(800) == sized(769) == (32, 0.001)  # 25 steps of 32 (the last one short)
+    assert sized(768) == sized(10) == (16, 0.000707)  # never below 16
+    assert sized(800, batch_size=128) == (128, 0.002) and sized(800, learning_rate=0.005) == (32, 0.005)
+    assert sized(100000, batch_size=512) == (512, 0.004)
+    with pytest.raises(ValueError, match=r"train\.batch_size"):
+        TrainParams(batch_size=-1)
+
+
 def test_models_build_offline_and_mobilenet_takes_weights_only_from_a_local_file(tmp_path: Path) -> None:
     import keras
 
@@ -172,6 +189,8 @@ def test_tiny_run_learns_and_writes_every_artifact(trained: Path) -> None:
     assert metrics["input_detail_px"] >= 24  # sharp 48 px patterns: no "enlarged images" warning
     # auto precision is recorded as what it resolved to on this machine (bfloat16 only where it is native)
     assert metrics["params"]["precision"] == resolve_precision(keras, "auto") in ("float32", "mixed_bfloat16")
+    # 144 training images: the smallest batch (16, 9 steps an epoch) and its square-root learning rate
+    assert metrics["params"]["batch_size"] == 16 and metrics["params"]["learning_rate"] == pytest.approx(2e-3 / 8 ** 0.5)
 
     labels = json.loads((model_dir / "labels.json").read_text())
     assert labels == LABELS

@@ -36,7 +36,7 @@ from stages.base import ConfigError, quiet_native_stderr
 from stages.images import atomic_write
 from stages.train import data as train_data
 from stages.train import evaluate as train_eval
-from stages.train.params import TrainParams
+from stages.train.params import BATCH, TrainParams
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 3
@@ -175,8 +175,12 @@ def train(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Tra
     keras = import_keras()
     from stages.train import callbacks as cb
 
-    params = replace(params, precision=resolve_precision(keras, params.precision))
     p = plan(records, work, params)
+    sized = params.sized(len(p.by_split["train"]))
+    if not params.batch_size and sized.batch_size < BATCH:
+        log.info("train: %d training images: batches of %d (learning rate %.2g) for %d steps an epoch", len(p.by_split["train"]),
+                 sized.batch_size, sized.learning_rate, -(-len(p.by_split["train"]) // sized.batch_size))
+    params = replace(sized, precision=resolve_precision(keras, params.precision))
     backup = work / "model" / "backup"
     fp = _fingerprint(params, p.labels, p.samples)
     state = cb.load_state(backup)

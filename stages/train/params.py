@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stages.base import Params
@@ -11,6 +11,8 @@ from stages.models import MODELS
 CLASS_WEIGHTS = ("none", "sqrt", "balanced")
 SCHEDULES = ("cosine", "plateau")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+#: the default batch and its peak learning rate; ``sized`` keeps at least MIN_STEPS steps an epoch
+BATCH, LEARNING_RATE, MIN_BATCH, MIN_STEPS = 128, 2e-3, 16, 25
 
 
 @dataclass(frozen=True)
@@ -19,8 +21,12 @@ class TrainParams(Params):
     epochs: int = field(default=50, metadata={"help": "epochs to train (the cosine schedule spans them; early stopping may end "
                                                        "sooner); with --train-schedule plateau an interrupted run also "
                                                        "resumes with a raised value"})
-    batch_size: int = field(default=128, metadata={"help": "images per training batch"})
-    learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate"})
+    batch_size: int = field(default=0, metadata={
+        "help": f"images per training batch (0: {BATCH}, or on a small training set the largest power of two from "
+                f"{MIN_BATCH} up that still gives an epoch {MIN_STEPS} steps: 32 for 800 images)"})
+    learning_rate: float = field(default=0.0, metadata={
+        "help": f"peak AdamW learning rate (0: {LEARNING_RATE:g} at batch {BATCH}, scaled by the square root of the "
+                "batch: 1e-3 at 32)"})
     schedule: str = field(default="cosine", metadata={
         "help": "learning rate: cosine (one warm-up epoch, then down to zero over --train-epochs) | plateau (constant, "
                 "halved after --train-lr-patience epochs without a better val loss)", "choices": SCHEDULES})
@@ -56,10 +62,9 @@ class TrainParams(Params):
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"train.model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "lr_patience", "max_items", "threads", "seed", "test_shift"):
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        for name in ("batch_size", "patience", "lr_patience", "max_items", "threads", "seed", "test_shift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.schedule not in SCHEDULES:
@@ -70,7 +75,7 @@ class TrainParams(Params):
             raise ValueError(f"train.label_smoothing must be between 0 and 0.5, got {self.label_smoothing}")
         if not 0 <= self.weight_decay < 1:
             raise ValueError(f"train.weight_decay must be between 0 and 1, got {self.weight_decay}")
-        if not 0 < self.learning_rate < 1:
+        if not 0 <= self.learning_rate < 1:
             raise ValueError(f"train.learning_rate must be between 0 and 1, got {self.learning_rate}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -81,3 +86,18 @@ class TrainParams(Params):
             raise ValueError(f"train.image_size must be 0 or >= {low} for {self.model}, got {self.image_size}")
         if self.weights and not Path(self.weights).is_file():
             raise ValueError(f"train.weights: no such file {self.weights}")
+
+    def sized(self, n_train: int) -> TrainParams:
+        """These parameters with the batch and learning rate set for *n_train* training images.
+
+        A set too small for ``MIN_STEPS`` batches of ``BATCH`` an epoch trains on smaller batches, so
+        that a run has as many optimizer steps per epoch budget as the data allows at the same
+        compute; the learning rate follows the square root of the batch. Values given explicitly are
+        kept.
+        """
+        batch = self.batch_size or BATCH
+        if not self.batch_size:
+            while batch > MIN_BATCH and -(-n_train // batch) < MIN_STEPS:
+                batch //= 2
+        lr = self.learning_rate or LEARNING_RATE * (batch / BATCH) ** 0.5
+        return replace(self, batch_size=batch, learning_rate=lr)
