@@ -22,8 +22,8 @@ class TrainParams(Params):
                                                        "sooner); with --train-schedule plateau an interrupted run also "
                                                        "resumes with a raised value"})
     batch_size: int = field(default=0, metadata={
-        "help": f"images per training batch (0: {BATCH}, or on a small training set the largest power of two from "
-                f"{MIN_BATCH} up that still gives an epoch {MIN_STEPS} steps: 32 for 800 images)"})
+        "help": f"images per training batch (0: {BATCH}, halved down to {MIN_BATCH} on a small training set until an "
+                f"epoch has {MIN_STEPS} steps: 32 for 800 images)"})
     learning_rate: float = field(default=0.0, metadata={
         "help": f"peak AdamW learning rate (0: {LEARNING_RATE:g} at batch {BATCH}, scaled by the square root of the "
                 "batch: 1e-3 at 32)"})
