@@ -77,6 +77,8 @@ def compile_for(model: Any, params: Any, steps_per_epoch: int) -> None:
     """
     import keras
 
+    if not (params.batch_size and params.learning_rate):
+        raise ValueError("compile_for needs the batch and learning rate set (TrainParams.sized)")
     lr: Any = params.learning_rate
     if params.schedule == "cosine":
         warm = steps_per_epoch if params.epochs > 1 else 0

@@ -90,10 +90,10 @@ class TrainParams(Params):
     def sized(self, n_train: int) -> TrainParams:
         """These parameters with the batch and learning rate set for *n_train* training images.
 
-        A set too small for ``MIN_STEPS`` batches of ``BATCH`` an epoch trains on smaller batches, so
-        that a run has as many optimizer steps per epoch budget as the data allows at the same
-        compute; the learning rate follows the square root of the batch. Values given explicitly are
-        kept.
+        Left at 0, the batch is ``BATCH``, halved down to ``MIN_BATCH`` while an epoch would have
+        fewer than ``MIN_STEPS`` steps (the same compute, more optimizer steps on a small set), and
+        the learning rate is ``LEARNING_RATE`` scaled by the square root of batch / ``BATCH``. Values
+        given explicitly are kept.
         """
         batch = self.batch_size or BATCH
         if not self.batch_size:
