@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image
 
 from bench.dedup_scale import index_bench, scale_bench, step_bench
-from stages import dupindex, dupverify
+from stages import dupindex, dupkeys, dupverify
 from stages.base import Context, Item
 from stages.dedup import Dedup, DedupParams, find_groups, hashes
 from stages.images import Decoded, encode_png
@@ -243,11 +243,11 @@ def verify_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         metrics = metrics_of([(im.source, im.edit, im.data) for im in images], False, Path(tmp))
     recs: list[dict[str, Any]] = [m for m in metrics if m is not None]
-    feats = [dupverify.unpack(m["orb"]) for m in recs]
+    feats = [dupkeys.unpack(m["orb"]) for m in recs]
     sizes = [len(m["orb"]) for m in recs]
     print(f"verification: development set of bench.dupset, {len(recs)} images, keypoints {np.mean([len(f.desc) for f in feats if f]):.0f} "
           f"per image, packed {np.mean(sizes) / 1024:.2f} kB of bytes per image (x {target:,} = {np.mean(sizes) * target / 2**30:.2f} GiB; "
-          f"a Bank holds {sum(x.nbytes for x in vars(dupverify.Bank(1)).values() if isinstance(x, np.ndarray))} B an image whatever the count)")
+          f"a Bank holds {sum(x.nbytes for x in vars(dupkeys.Bank(1)).values() if isinstance(x, np.ndarray))} B an image whatever the count)")
     rng = np.random.default_rng(0)
     true = [(a, b) for a, b in combinations(range(len(images)), 2) if images[a].source == images[b].source][:2000]
     rand = [(int(a), int(b)) for a, b in rng.integers(0, len(recs), (2000, 2)) if a != b and images[a].source != images[b].source]
@@ -259,7 +259,7 @@ def verify_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
         per_pair[what] = (time.perf_counter() - t0) / len(pairs)
         print(f"  verify(), {what:<17} {len(pairs):>5} pairs  {1e6 * per_pair[what]:>7.0f} us/pair")
     # As the dataset step verifies its candidates: pairs sorted by their first image, screened in batches.
-    bank = dupverify.Bank.of([m["orb"] for m in recs])
+    bank = dupkeys.Bank.of([m["orb"] for m in recs])
     for what, pairs in (("same photo", true), ("different photos", rand)):
         ab = np.array(sorted(pairs), np.int64).reshape(-1, 2)
         t0 = time.perf_counter()
@@ -272,7 +272,7 @@ def verify_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
     idx_rate = 0.0
     for n in (len(recs) // 4, len(recs) // 2, len(recs)):
         t0 = time.perf_counter()
-        bank = dupverify.Bank.of([m["orb"] for m in recs[:n]])
+        bank = dupkeys.Bank.of([m["orb"] for m in recs[:n]])
         a, _, _ = dupindex.keypoint_pairs(bank.desc, bank.count)
         sec = time.perf_counter() - t0
         idx_rate = sec / n
@@ -318,7 +318,7 @@ def fer_bench(shared: Path, target: int = 500_000, cores: int = 2) -> None:
     n = len(recs)
     print(f"FER2013 train, {n} faces (48 px): packed keypoints {np.mean([len(m['orb']) for m in recs]) / 1024:.2f} kB of bytes per image")
     t0 = time.perf_counter()
-    bank = dupverify.Bank.of([m["orb"] for m in recs])
+    bank = dupkeys.Bank.of([m["orb"] for m in recs])
     a, _, _ = dupindex.keypoint_pairs(bank.desc, bank.count)
     t_idx = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from stages import dupverify
+from stages import dupkeys
 from stages.dedup import CANDIDATE_RADIUS, N_WINDOWS, Dedup, DedupParams, find_groups, hashes
 from stages.phash import components, near_pairs, unhex
 
@@ -222,11 +222,11 @@ def write_workspace(shared: Path, work: Path, n: int, shard: int = 5000, crop: s
     records = hash_set(shared, n)
     rng = np.random.default_rng(0)
     store = Store(work)
-    head = np.array([512, 384, dupverify.N_FEATURES], np.uint16).tobytes() + bytes(dupverify.HEAD - 6)  # size, count, no face box
-    whole = np.array([512, 384, dupverify.N_FEATURES], np.uint16).tobytes() + bytes([96, 64, 160, 144])  # with a face box
+    head = np.array([512, 384, dupkeys.N_FEATURES], np.uint16).tobytes() + bytes(dupkeys.HEAD - 6)  # size, count, no face box
+    whole = np.array([512, 384, dupkeys.N_FEATURES], np.uint16).tobytes() + bytes([96, 64, 160, 144])  # with a face box
 
     def keypoints(h: bytes) -> bytes:
-        return h + rng.integers(0, 256, 2 * dupverify.N_FEATURES, np.uint8).tobytes() + rng.bytes(dupverify.DESC * dupverify.N_FEATURES)
+        return h + rng.integers(0, 256, 2 * dupkeys.N_FEATURES, np.uint8).tobytes() + rng.bytes(dupkeys.DESC * dupkeys.N_FEATURES)
     for s in range(0, n, shard):
         outs = []
         for k in range(s, min(n, s + shard)):
@@ -282,21 +282,21 @@ def _index_child(folder: str, n: int, conn: Any) -> None:
     from stages import dupindex
 
     rng = np.random.default_rng(0)
-    bank = dupverify.Bank(n, Path(folder))
+    bank = dupkeys.Bank(n, Path(folder))
     src, dst = rng.integers(0, n, n // 5), rng.integers(0, n, n // 5)
     keep = src != dst
     src, dst = src[keep], dst[keep]
     chunk = 8192
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
-        bank.desc[lo:hi] = rng.integers(0, 256, (hi - lo, dupverify.N_FEATURES, dupverify.DESC), np.uint8)
+        bank.desc[lo:hi] = rng.integers(0, 256, (hi - lo, dupkeys.N_FEATURES, dupkeys.DESC), np.uint8)
         bank.release()
-    bank.count[:] = dupverify.N_FEATURES
+    bank.count[:] = dupkeys.N_FEATURES
     slots = np.arange(0, dupindex.INDEXED, 3)
     for lo in range(0, len(src), chunk):
         s, t = src[lo:lo + chunk], dst[lo:lo + chunk]
-        p = rng.integers(0, 40, (len(s), len(slots), 1)) / (8 * dupverify.DESC)
-        noise = np.packbits(rng.random((len(s), len(slots), 8 * dupverify.DESC)) < p, axis=-1)
+        p = rng.integers(0, 40, (len(s), len(slots), 1)) / (8 * dupkeys.DESC)
+        noise = np.packbits(rng.random((len(s), len(slots), 8 * dupkeys.DESC)) < p, axis=-1)
         for k, (a, b) in enumerate(zip(s.tolist(), t.tolist(), strict=True)):  # in order: a copy may be copied
             bank.desc[b, slots] = bank.desc[a, slots] ^ noise[k]
         bank.release()

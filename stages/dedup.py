@@ -16,7 +16,7 @@ Dataset step, candidates then proof: multi-index hashing on sub-hashes (stages.p
 image with every other within ``CANDIDATE_RADIUS`` bits (main x main, on the face crop and on the whole image) and
 within ``radius`` bits (windows x main, and mirrored x main unless ``flips`` is off: a mirrored copy
 is a duplicate by default, as training flips faces), and stages.dupindex proposes the pairs that
-share keypoints (read from a memory-mapped ``dupverify.Bank`` filled from the blobs of the stage's
+share keypoints (read from a memory-mapped ``dupkeys.Bank`` filled from the blobs of the stage's
 parts). A pair
 within ``radius`` bits is a duplicate as it stands (the measured precision of pHash alone there is
 1.0); a pair further apart is a candidate, and only the ``top_k`` nearest pHash candidates and
@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from manifests.store import Store
-from stages import dupindex, dupprocs, dupverify
+from stages import dupindex, dupkeys, dupprocs, dupverify
 from stages.base import ConfigError, Context, Item, Outcome, Params, Stage, register
 from stages.images import Decoded, to_gray
 from stages.phash import components, hamming, phash, pixel_hash
@@ -116,14 +116,14 @@ def windows(gray: np.ndarray) -> list[np.ndarray]:
 
 def hashes(pixels: np.ndarray, source_size: tuple[int, int], detailed: np.ndarray | None = None, keypoints: bool = True) -> dict[str, Any]:
     """Every hash dedup stores for one image (HxW or HxWx3 uint8), and the packed keypoints (``orb``,
-    bytes: the outcome's blob) of *detailed* (the same picture at up to ``dupverify.SIDE`` px; *pixels*
+    bytes: the outcome's blob) of *detailed* (the same picture at up to ``dupkeys.SIDE`` px; *pixels*
     when None) unless *keypoints* is False."""
     gray = np.ascontiguousarray(to_gray(pixels))
     main, mirrored = phash(gray)
     crops = "".join(phash(np.ascontiguousarray(w))[0] for w in windows(gray))
     fine = gray if detailed is None or not keypoints else np.ascontiguousarray(to_gray(detailed))
     return {"pixel_hash": pixel_hash(pixels, source_size), "phash": main, "phash_flip": mirrored, "phash_crops": crops,
-            **({"orb": dupverify.features(fine)} if keypoints else {})}
+            **({"orb": dupkeys.features(fine)} if keypoints else {})}
 
 
 def frame_hashes(pixels: np.ndarray) -> dict[str, str]:
@@ -154,7 +154,7 @@ class Groups:
     proved: int = 0             # of which proved
 
 
-def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None = None) -> Groups:
+def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupkeys.Bank | None = None) -> Groups:
     """Group records by pixel identity and, in near mode, by pHash distance and verification (see module doc).
 
     *bank*: the records' keypoints, in their order; None: from their ``orb`` bytes (``hashes`` output).
@@ -173,7 +173,7 @@ def find_groups(metrics: Sequence[dict[str, Any]], p: DedupParams, bank: dupveri
         reach = max(CANDIDATE_RADIUS, p.radius) if p.verify else p.radius
         pairs = dupindex.phash_pairs(metrics, reach, p.radius, flips=p.flips, crops=p.crops)
         if p.verify and bank is None:
-            bank = dupverify.Bank.of([m.get("orb", b"") for m in metrics])
+            bank = dupkeys.Bank.of([m.get("orb", b"") for m in metrics])
         if p.verify and p.keypoints and bank is not None:
             pairs = dupindex.with_keypoint_pairs(pairs, bank, MAX_RADIUS + 1)
         a, b, d, v, sets = pairs
@@ -219,8 +219,8 @@ def distance(a: dict[str, Any], b: dict[str, Any], p: DedupParams) -> int:
 
 
 def relation(ra: dict[str, Any], rb: dict[str, Any], edge: Edge | None, p: DedupParams,
-             fa: dupverify.Packed | None = None, fb: dupverify.Packed | None = None,
-             whole: Callable[[], tuple[dupverify.Packed | None, dupverify.Packed | None]] | None = None,
+             fa: dupkeys.Packed | None = None, fb: dupkeys.Packed | None = None,
+             whole: Callable[[], tuple[dupkeys.Packed | None, dupkeys.Packed | None]] | None = None,
              seen: dupverify.Evidence | None = None) -> dict[str, Any]:
     """dup_kind and the evidence of a duplicate *ra* of the kept *rb* (``edge``: the pair's own join, if
     any; *fa*, *fb*: their keypoints; *whole*: gives the whole images' through crop, read when needed;
@@ -279,21 +279,21 @@ class Dedup(Stage[DedupParams]):
             box = crop.metrics if crop is not None else {}
             area = int(box.get("box_w", size[0])) * int(box.get("box_h", size[1]))
             extra = frame_hashes(image.at_most(HASH_SIDE))
-            detailed = ctx.view.at_most(dupverify.SIDE)
-            frame = image.at_most(dupverify.SIDE)
+            detailed = ctx.view.at_most(dupkeys.SIDE)
+            frame = image.at_most(dupkeys.SIDE)
             k = frame.shape[1] / image.size[0]
             face = tuple(float(box[c]) * k for c in ("box_x", "box_y", "box_w", "box_h")) if "box_x" in box else None
             # The whole image's keypoints too, with the face box: a copy whose crop kept another face of the photo.
-            second = dupverify.features(np.ascontiguousarray(to_gray(frame)), face)
+            second = dupkeys.features(np.ascontiguousarray(to_gray(frame)), face)
         else:
             pixels, size = image.at_most(HASH_SIDE), image.size
             area = size[0] * size[1]
             extra = {}
-            detailed = image.at_most(dupverify.SIDE)
+            detailed = image.at_most(dupkeys.SIDE)
             second = b""
         metrics = hashes(pixels, size, detailed)
         first = metrics.pop("orb")
-        blob = (first or dupverify.EMPTY) + second if second else first
+        blob = (first or dupkeys.EMPTY) + second if second else first
         return Outcome(item.key, metrics={**metrics, **extra, "pixels": area}, blob=blob)
 
     def run(self, records: list[dict[str, Any]], work: Path) -> Iterator[Outcome]:
@@ -309,11 +309,11 @@ class Dedup(Stage[DedupParams]):
             bank = self.keypoints(hashed, work, Path(tmp)) if p.mode == "near" and p.verify else None
             yield from self.decide(hashed, p, bank)
 
-    def keypoints(self, records: list[dict[str, Any]], work: Path, folder: Path) -> dupverify.Bank:
+    def keypoints(self, records: list[dict[str, Any]], work: Path, folder: Path) -> dupkeys.Bank:
         """The records' keypoints (in their order) from the blobs of this stage's parts, memory-mapped under *folder*."""
         index = {r["key"]: i for i, r in enumerate(records)}
         frames = any("img_phash" in r["metrics"] for r in records)  # through crop: the whole images' keypoints too
-        bank = dupverify.Bank(len(records), folder, sets=2 if frames else 1)
+        bank = dupkeys.Bank(len(records), folder, sets=2 if frames else 1)
         for k, (key, blob) in enumerate(Store(work).read_blobs(self.name)):
             if key in index:
                 bank.put(index[key], blob)
@@ -324,7 +324,7 @@ class Dedup(Stage[DedupParams]):
 
     @staticmethod
     def verified_to_kept(hashed: list[dict[str, Any]], members: dict[int, list[int]], edges: dict[tuple[int, int], Edge],
-                         p: DedupParams, bank: dupverify.Bank | None) -> dict[int, dupverify.Evidence]:
+                         p: DedupParams, bank: dupkeys.Bank | None) -> dict[int, dupverify.Evidence]:
         """Per duplicate whose relation to the kept image needs a verification of its own (it was joined
         through other members, or by pHash alone beyond the radius): that verification, computed by
         processes where there are many (``dupprocs.verify_pairs``); else nothing (``relation`` verifies)."""
@@ -346,7 +346,7 @@ class Dedup(Stage[DedupParams]):
         seen = dupprocs.verify_pairs(bank, pairs[:, 0], pairs[:, 1])
         return {} if seen is None else {int(pairs[k, 0]): ev for k, ev in seen.items()}
 
-    def decide(self, hashed: list[dict[str, Any]], p: DedupParams, bank: dupverify.Bank | None) -> Iterator[Outcome]:
+    def decide(self, hashed: list[dict[str, Any]], p: DedupParams, bank: dupkeys.Bank | None) -> Iterator[Outcome]:
         groups = find_groups([r["metrics"] for r in hashed], p, bank)
         members: dict[int, list[int]] = {}
         for i, g in enumerate(groups.root.tolist()):

@@ -9,14 +9,14 @@ candidates and the ``top_k`` keypoint candidates of each image, the ones verific
 Candidates by shared keypoints: images whose ORB descriptors meet in hash buckets. A copy
 cropped to a fifth of the photo, padded or cut out has another pHash altogether; what it
 keeps are local features. The first ``INDEXED`` keypoints of each image (the strongest of each
-grid cell first, see stages.dupverify.spread) enter ``TABLES`` hash tables keyed by disjoint
+grid cell first, see stages.dupkeys.spread) enter ``TABLES`` hash tables keyed by disjoint
 ``BITS``-bit pieces of the 256-bit descriptor (locality-sensitive hashing: two descriptors of one
 point, ~20-40 bits apart, share some piece with good odds; unrelated ones rarely). Pairs of
 descriptors in one bucket are checked on their whole 256 bits (``MAX_DISTANCE``), buckets larger
 than ``MAX_BUCKET`` (textures that are everywhere) are skipped, and two images become a candidate
 pair when ``MIN_SHARED`` or more of their descriptors met. Everything is counting, sorting and
 vectorised comparison; no faiss index is needed. The descriptors stay where they are (a
-memory-mapped ``dupverify.Bank``): a table reads its 3-byte pieces and one 64-bit word of each
+memory-mapped ``dupkeys.Bank``): a table reads its 3-byte pieces and one 64-bit word of each
 descriptor, in image order. With 24M descriptors (500k images) 24-bit keys collide by chance in
 about 17M bucket pairs a table; the word, a lower bound of the whole distance, drops all but a few
 percent of them before the check reads the whole descriptors of the rest from the bank, in image
@@ -38,7 +38,7 @@ from stages.base import cores
 from stages.phash import key_order, near_pairs, unhex, unique, unique_counts
 
 if TYPE_CHECKING:
-    from stages.dupverify import Bank
+    from stages.dupkeys import Bank
 
 INDEXED = 48
 TABLES = 10
@@ -157,7 +157,7 @@ def with_keypoint_pairs(pairs: Pairs, bank: Bank, rank_from: int) -> Pairs:
 
 
 def bank_pairs(bank: Bank) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(a, b, shared, sets): image pairs a < b of a ``dupverify.Bank`` whose keypoints met, each once,
+    """(a, b, shared, sets): image pairs a < b of a ``dupkeys.Bank`` whose keypoints met, each once,
     with the most descriptors shared and, as bits (``1 << s``), every set s that proposed it. Each set
     (through crop: the face crops', the whole images') is indexed apart: as dense as one set."""
     n, runs = len(bank), []
@@ -178,7 +178,7 @@ def bank_pairs(bank: Bank) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 def keypoint_pairs(desc: np.ndarray, count: np.ndarray, release: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, shared): image pairs a < b whose indexed descriptors met at least MIN_SHARED times.
 
-    *desc* is (n, m, 32) uint8 (a ``dupverify.Bank``'s, memory-mapped or not) and *count* how many of
+    *desc* is (n, m, 32) uint8 (a ``dupkeys.Bank``'s, memory-mapped or not) and *count* how many of
     each image's m are real; the first ``INDEXED`` of each are indexed, read a table's piece at a time
     and ``CHUNK`` images at a time; the descriptors of the pairs the filter leaves are then read in
     the same order. *release* (a ``Bank``'s) is called after every chunk read: the pages of a mapped

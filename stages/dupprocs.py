@@ -1,6 +1,6 @@
 """dedup's verification spread over the cores. Most candidate pairs stop early in small NumPy steps
 that hold the GIL, so a second thread gains little: a large decision on the dataset step's mapped
-keypoint bank (``dupverify.Bank``) is verified by processes, each mapping the bank read-only (started
+keypoint bank (``dupkeys.Bank``) is verified by processes, each mapping the bank read-only (started
 afresh: no fork of a process that holds threads), a chunk of pairs a task. A bank in memory, a small
 decision, or processes that cannot start or die: threads (OpenCV's fits release the GIL).
 """
@@ -20,7 +20,8 @@ import numpy as np
 
 from stages import dupverify
 from stages.base import cores
-from stages.dupverify import Bank, Evidence
+from stages.dupkeys import Bank
+from stages.dupverify import Evidence
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def prove_candidates(bank: Bank, a: np.ndarray, b: np.ndarray, sets: np.ndarray,
         for c, (ks_, found_) in enumerate(zip(chunks, pool.map(prove, chunks), strict=True)):
             proofs.update((k, ev) for k, ev in zip(ks_, found_, strict=True) if ev.matches)
             if c % RELEASE_EVERY == RELEASE_EVERY - 1:
-                bank.release()  # the pages verification read leave the process (see dupverify.Bank)
+                bank.release()  # the pages verification read leave the process (see dupkeys.Bank)
     return proofs
 
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from manifests.store import Store
-from stages import dupverify
+from stages import dupkeys, dupverify
 from stages import phash as phash_module
 from stages.dedup import DedupParams, find_groups, hashes, relation
 from stages.phash import components, hamming, near_pairs, phash, unhex
@@ -258,8 +258,8 @@ def test_reframed_copies_are_proved_by_keypoints_and_the_row_names_kept_key_kind
 def test_verification_tells_the_same_photo_from_another_photo_of_the_same_person(shared: Path) -> None:
     pres = shared / "faces" / "presence"
 
-    def feats(a: np.ndarray) -> dupverify.Packed | None:
-        return dupverify.unpack(dupverify.features(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)))
+    def feats(a: np.ndarray) -> dupkeys.Packed | None:
+        return dupkeys.unpack(dupkeys.features(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)))
 
     a = rgb(pres / "fr_obama.jpg")
     a = cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
@@ -303,9 +303,9 @@ def test_through_crop_the_face_crops_and_the_frames_are_compared(reframed: Path,
     blobs = dict(Store(work).read_blobs("dedup"))
     assert len(blobs) == 5
     for key, b in blobs.items():
-        face, whole = dupverify.unpack_all(b)
+        face, whole = dupkeys.unpack_all(b)
         assert 8 <= len(face.desc) <= 96 and 8 <= len(whole.desc) <= 96 and len(b) == 2 * 10 + 34 * (len(face.desc) + len(whole.desc))
-        assert face.box is None and whole.box is not None and max(whole.size) <= dupverify.SIDE
+        assert face.box is None and whole.box is not None and max(whole.size) <= dupkeys.SIDE
         x0, y0, x1, y1 = whole.box
         assert 0 <= x0 < x1 <= whole.size[0] and 0 <= y0 < y1 <= whole.size[1], (key, whole.box)
     metrics = {r["key"]: json.loads(r["metrics"]) for r in Store(work).read_dataset("dedup")}
@@ -348,9 +348,9 @@ def test_verification_in_processes_decides_as_threads_do(shared: Path, tmp_path:
             o = Dedup().process(item, Decoded.from_bytes(buf.getvalue()), Context(tmp_path))
             records.append({"key": item.key, "label": "happy", "metrics": {**o.metrics, "orb": o.blob}})
     p, stage = DedupParams(), Dedup()
-    memory = dupverify.Bank.of([r["metrics"]["orb"] for r in records])  # in memory: threads
+    memory = dupkeys.Bank.of([r["metrics"]["orb"] for r in records])  # in memory: threads
     (tmp_path / "bank").mkdir()
-    mapped = dupverify.Bank(len(records), tmp_path / "bank")  # mapped, as the dataset step's
+    mapped = dupkeys.Bank(len(records), tmp_path / "bank")  # mapped, as the dataset step's
     for i, r in enumerate(records):
         mapped.put(i, r["metrics"]["orb"])
     threads = find_groups([r["metrics"] for r in records], p, memory)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from stages import dupverify
+from stages import dupkeys, dupverify
 from stages.dedup import DedupParams, find_groups, relation
 
 
@@ -73,8 +73,8 @@ def test_through_crop_whole_images_find_a_crop_that_kept_another_face_and_faces_
     assert root[0] == root[1]  # the crop and its photo
     assert len({root[0], *root[2:]}) == 4  # the three scenes apart, and apart from the photo
 
-    def sets(k: int) -> list[dupverify.Packed]:
-        return dupverify.unpack_all(metrics[k]["orb"])
+    def sets(k: int) -> list[dupkeys.Packed]:
+        return dupkeys.unpack_all(metrics[k]["orb"])
     # The crop's face is another than the photo's: the face crops prove nothing, the whole images do.
     assert not dupverify.verify(sets(0)[0], sets(1)[0]).proves(p.min_inliers, p.min_overlap)
     whole = dupverify.verify(sets(0)[1], sets(1)[1])
@@ -103,7 +103,7 @@ def test_through_crop_a_face_pasted_onto_another_picture_is_a_cutout_and_a_small
     p = DedupParams()
     groups = find_groups(metrics, p)
     assert len(set(groups.root.tolist())) == 1
-    sets = [dupverify.unpack_all(m["orb"]) for m in metrics]
+    sets = [dupkeys.unpack_all(m["orb"]) for m in metrics]
     kinds = {}
     for k in (1, 2):
         edge = groups.edges.get((0, k))

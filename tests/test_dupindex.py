@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_dedup import crop_area, rgb
 
-from stages import dupverify
+from stages import dupkeys, dupverify
 
 
 def mapped_kb(path: Path) -> int:
@@ -31,15 +31,15 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
     a = cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
     grays = [a, np.ascontiguousarray(crop_area(a, 0.4, 0.7, (0.5, 0.35))),
              cv2.cvtColor(rgb(shared / "faces" / "presence" / "dl_tom_cruise.jpg"), cv2.COLOR_RGB2GRAY)]
-    blobs = [dupverify.features(g) for g in grays]
+    blobs = [dupkeys.features(g) for g in grays]
     assert all(isinstance(b, bytes) and (len(b) - 10) % 34 == 0 for b in blobs)
-    mem = dupverify.Bank.of(blobs)
-    mapped = dupverify.Bank(len(blobs), tmp_path)
+    mem = dupkeys.Bank.of(blobs)
+    mapped = dupkeys.Bank(len(blobs), tmp_path)
     for i, b in enumerate(blobs):
         mapped.put(i, b)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["box.u8", "count.u8", "desc.u8", "size.u8", "xy.u8"]
     for i, b in enumerate(blobs):
-        want, got = dupverify.unpack(b), mapped.get(i)
+        want, got = dupkeys.unpack(b), mapped.get(i)
         assert want is not None and got is not None and got.size == want.size
         assert np.array_equal(got.desc, want.desc) and np.array_equal(got.xy, want.xy)
     pairs = [tuple(map(np.ndarray.tolist, dupindex.keypoint_pairs(bank.desc, bank.count))) for bank in (mem, mapped)]
@@ -47,52 +47,52 @@ def test_keypoint_bank_holds_the_blobs_and_the_index_reads_it_mapped_or_not(tmp_
     # Released pages leave the process (the kernel's own count for the mapping) and are read back
     # from the file: the same keypoints, the same pairs, read in chunks of one image.
     (tmp_path / "big").mkdir()
-    big = dupverify.Bank(2000, tmp_path / "big")
+    big = dupkeys.Bank(2000, tmp_path / "big")
     for i in range(2000):
         big.put(i, blobs[i % 3])
     assert mapped_kb(tmp_path / "big" / "desc.u8") > 1000  # written pages are resident
     big.release()
     assert mapped_kb(tmp_path / "big" / "desc.u8") == 0
-    assert np.array_equal(big.get(1999).desc, dupverify.unpack(blobs[1999 % 3]).desc)  # type: ignore[union-attr]
-    desc0 = dupverify.unpack(blobs[0]).desc  # type: ignore[union-attr]
+    assert np.array_equal(big.get(1999).desc, dupkeys.unpack(blobs[1999 % 3]).desc)  # type: ignore[union-attr]
+    desc0 = dupkeys.unpack(blobs[0]).desc  # type: ignore[union-attr]
     assert all(np.array_equal(big.get(i).desc, desc0) for i in range(0, 2000, 3))  # type: ignore[union-attr]
     assert mapped_kb(tmp_path / "big" / "desc.u8") == 0  # get reads the file, not the map (verification reads at random)
     mapped.release()
-    assert all(np.array_equal(mapped.get(i).desc, dupverify.unpack(b).desc) for i, b in enumerate(blobs))  # type: ignore[union-attr]
+    assert all(np.array_equal(mapped.get(i).desc, dupkeys.unpack(b).desc) for i, b in enumerate(blobs))  # type: ignore[union-attr]
     monkeypatch.setattr(dupindex, "CHUNK", 1)
     assert tuple(map(np.ndarray.tolist, dupindex.keypoint_pairs(mapped.desc, mapped.count, mapped.release))) == pairs[0]
-    gappy = dupverify.Bank.of([blobs[0], b"", blobs[1], blobs[2]])  # an image without keypoints shifts the entries
+    gappy = dupkeys.Bank.of([blobs[0], b"", blobs[1], blobs[2]])  # an image without keypoints shifts the entries
     a, b, shared = dupindex.keypoint_pairs(gappy.desc, gappy.count)
     assert (a.tolist(), b.tolist(), shared.tolist()) == ([{0: 0, 1: 2, 2: 3}[x] for x in pairs[0][0]],
                                                          [{0: 0, 1: 2, 2: 3}[x] for x in pairs[0][1]], pairs[0][2])
     assert (0, 1) in list(zip(pairs[0][0], pairs[0][1], strict=True))  # the crop shares keypoints with its photo
     assert dupverify.verify(mapped.get(0), mapped.get(1)).proves(8, 0.1)
-    assert dupverify.Bank.of([b"", blobs[2]]).get(0) is None
+    assert dupkeys.Bank.of([b"", blobs[2]]).get(0) is None
     # Two sets an image (through crop: the face's, then the whole image's with the face box): row
     # s * n + i holds image i's set s; a face without keypoints keeps its place with an empty set.
     g = grays[2]
-    k = min(1.0, dupverify.SIDE / max(g.shape))
-    two = [blobs[0] + dupverify.features(g, (40, 60, 100, 120)), dupverify.EMPTY + blobs[1]]
+    k = min(1.0, dupkeys.SIDE / max(g.shape))
+    two = [blobs[0] + dupkeys.features(g, (40, 60, 100, 120)), dupkeys.EMPTY + blobs[1]]
     (tmp_path / "two").mkdir()
-    mapped2 = dupverify.Bank(2, tmp_path / "two", sets=2)
+    mapped2 = dupkeys.Bank(2, tmp_path / "two", sets=2)
     for i, b in enumerate(two):
         mapped2.put(i, b)
-    for bank in (dupverify.Bank.of(two), mapped2):
+    for bank in (dupkeys.Bank.of(two), mapped2):
         assert bank.sets == 2 and len(bank) == 2 and len(bank.count) == 4
         face, whole = bank.get(0), bank.get(0, 1)
-        assert face is not None and face.box is None and np.array_equal(face.desc, dupverify.unpack(blobs[0]).desc)  # type: ignore[union-attr]
-        assert whole is not None and np.array_equal(whole.desc, dupverify.unpack_all(two[0])[1].desc)
-        assert whole.box is not None and np.allclose(whole.box, np.array([40, 60, 140, 180]) * k, atol=dupverify.STEP)
-        assert bank.get(1) is None and np.array_equal(bank.get(1, 1).desc, dupverify.unpack(blobs[1]).desc)  # type: ignore[union-attr]
+        assert face is not None and face.box is None and np.array_equal(face.desc, dupkeys.unpack(blobs[0]).desc)  # type: ignore[union-attr]
+        assert whole is not None and np.array_equal(whole.desc, dupkeys.unpack_all(two[0])[1].desc)
+        assert whole.box is not None and np.allclose(whole.box, np.array([40, 60, 140, 180]) * k, atol=dupkeys.STEP)
+        assert bank.get(1) is None and np.array_equal(bank.get(1, 1).desc, dupkeys.unpack(blobs[1]).desc)  # type: ignore[union-attr]
     # Bytes cut short (a damaged part file) keep the sets they hold whole, never a misread one.
-    assert len(dupverify.unpack_all(two[0][:-1])) == 1 and dupverify.unpack(two[0][:5]) is None
+    assert len(dupkeys.unpack_all(two[0][:-1])) == 1 and dupkeys.unpack(two[0][:5]) is None
     # Past 2 GiB of descriptors (sparse files): an image index as the int32 the dedup candidates
     # carry still reads the right place.
     (tmp_path / "huge").mkdir()
-    huge = dupverify.Bank(800_000, tmp_path / "huge")
+    huge = dupkeys.Bank(800_000, tmp_path / "huge")
     huge.put(799_999, blobs[1])
     got = huge.get(np.arange(800_000, dtype=np.int32)[-1])
-    assert got is not None and np.array_equal(got.desc, dupverify.unpack(blobs[1]).desc)  # type: ignore[union-attr]
+    assert got is not None and np.array_equal(got.desc, dupkeys.unpack(blobs[1]).desc)  # type: ignore[union-attr]
 
 
 def _keypoint_pairs_by_brute_force(desc: np.ndarray, count: np.ndarray) -> tuple[list[int], list[int], list[int]]:

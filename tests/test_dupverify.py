@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages import dupverify
+from stages import dupkeys, dupverify
 
 
 def test_keypoint_matches_follow_their_definition() -> None:
@@ -35,17 +35,17 @@ def test_keypoint_matches_follow_their_definition() -> None:
 
     for t in range(60):
         na, nb = (int(v) for v in rng.integers(2, 40, 2))
-        a = (rng.integers(0, 256, (na, dupverify.DESC)) & rng.choice([1, 3, 255])).astype(np.uint8)  # low entropy: ties
-        b = a[rng.integers(0, na, nb)] ^ (rng.random((nb, dupverify.DESC)) < 0.03).astype(np.uint8) if t % 2 else \
-            rng.integers(0, 256, (nb, dupverify.DESC), np.uint8)
+        a = (rng.integers(0, 256, (na, dupkeys.DESC)) & rng.choice([1, 3, 255])).astype(np.uint8)  # low entropy: ties
+        b = a[rng.integers(0, na, nb)] ^ (rng.random((nb, dupkeys.DESC)) < 0.03).astype(np.uint8) if t % 2 else \
+            rng.integers(0, 256, (nb, dupkeys.DESC), np.uint8)
         ia, ib = dupverify.matches(a, b)  # type: ignore[misc]
         assert list(zip(ia.tolist(), ib.tolist(), strict=True)) == brute(a, b)
         found = dupverify.matches(a, b, need=len(ia) + 1)
         assert found is None or len(found[0]) == len(ia)  # early stop or the same matches, never others
         assert dupverify.matches(a, b, need=len(ia)) is not None  # never stops when that many are there
-    a, b = rng.integers(0, 256, (2, 96, dupverify.DESC), np.uint8)  # unrelated: almost nothing passes the ratio test
-    assert dupverify.matches(a, b, need=8) is None and dupverify.verify(dupverify.Packed((512, 384), np.zeros((96, 2), np.float32), a),
-                                                                        dupverify.Packed((512, 384), np.zeros((96, 2), np.float32), b), 8).inliers == 0
+    a, b = rng.integers(0, 256, (2, 96, dupkeys.DESC), np.uint8)  # unrelated: almost nothing passes the ratio test
+    assert dupverify.matches(a, b, need=8) is None and dupverify.verify(dupkeys.Packed((512, 384), np.zeros((96, 2), np.float32), a),
+                                                                        dupkeys.Packed((512, 384), np.zeros((96, 2), np.float32), b), 8).inliers == 0
 
 
 def test_unique_by_sorting_equals_numpy_unique() -> None:
@@ -66,20 +66,20 @@ def test_screen_passes_exactly_the_pairs_with_enough_matches_both_ways(tmp_path:
         h, w = g.shape
         grays += [g, g[h // 5:h - h // 5, w // 6:w - w // 4],  # a photo, a crop of it and a half-size copy
                   cv2.resize(g, (w // 2, h // 2), interpolation=cv2.INTER_AREA)]
-    blobs = [dupverify.features(g) for g in grays]
+    blobs = [dupkeys.features(g) for g in grays]
     rng = np.random.default_rng(3)
     for n in (96, 40, 2, 1):  # random keypoints, some sets short of the full width
         xy = rng.integers(0, 256, (n, 2), np.uint8).tobytes()
         blobs.append(np.array([400, 300, n], np.uint16).tobytes() + bytes(4) + xy + rng.integers(0, 256, (n, 32), np.uint8).tobytes())
     blobs.append(b"")  # an image without keypoints
-    mapped = dupverify.Bank(len(blobs), tmp_path)
+    mapped = dupkeys.Bank(len(blobs), tmp_path)
     for i, b in enumerate(blobs):
         mapped.put(i, b)
     everyone = np.arange(len(blobs))
     passed = back_only = 0
-    for bank in (dupverify.Bank.of(blobs), mapped):
+    for bank in (dupkeys.Bank.of(blobs), mapped):
         desc, count = bank.descs(everyone)
-        assert desc.shape == (len(blobs), dupverify.N_FEATURES, dupverify.DESC) and count.tolist()[-5:] == [96, 40, 2, 1, 0]
+        assert desc.shape == (len(blobs), dupkeys.N_FEATURES, dupkeys.DESC) and count.tolist()[-5:] == [96, 40, 2, 1, 0]
         # Every ordered pair in one batch (first images sorted, as prove hands them), and each first
         # image's pairs alone: the same answers.
         ia, ib = np.repeat(everyone, len(blobs)), np.tile(everyone, len(blobs))
@@ -109,18 +109,18 @@ def test_a_bank_gives_back_every_set_as_it_was_packed(tmp_path: Path, shared: Pa
     face box), a face crop without keypoints before the whole image's, and a blob cut short."""
     g = cv2.imread(str(shared / "faces" / "presence" / "df_couple.jpg"), cv2.IMREAD_GRAYSCALE)
     h, w = g.shape
-    face, whole = dupverify.features(g[: h // 2, : w // 2]), dupverify.features(g, (w / 8, h / 8, w / 4, h / 3))
-    blobs = [face, face + whole, dupverify.EMPTY + whole, (face + whole)[: len(face) + 50], b""]
-    for bank in (dupverify.Bank(len(blobs), tmp_path, sets=2), dupverify.Bank.of(blobs)):
+    face, whole = dupkeys.features(g[: h // 2, : w // 2]), dupkeys.features(g, (w / 8, h / 8, w / 4, h / 3))
+    blobs = [face, face + whole, dupkeys.EMPTY + whole, (face + whole)[: len(face) + 50], b""]
+    for bank in (dupkeys.Bank(len(blobs), tmp_path, sets=2), dupkeys.Bank.of(blobs)):
         if bank.folder is not None:
             for i, b in enumerate(blobs):
                 bank.put(i, b)
         for i, b in enumerate(blobs):
-            sets = dupverify.unpack_all(b)
+            sets = dupkeys.unpack_all(b)
             for s in (0, 1):
                 got, want = bank.get(i, s), sets[s] if s < len(sets) and len(sets[s].desc) else None
                 assert (got is None) == (want is None), (i, s)
                 if got is not None and want is not None:
                     assert got.size == want.size and got.box == want.box, (i, s)
                     assert np.array_equal(got.xy, want.xy) and np.array_equal(got.desc, want.desc), (i, s)
-    assert dupverify.unpack_all(blobs[1])[1].box is not None  # the whole image's face box went through
+    assert dupkeys.unpack_all(blobs[1])[1].box is not None  # the whole image's face box went through
