@@ -107,6 +107,8 @@ def ingest(cfg: RunConfig, store: Store) -> tuple[list[Item], list[list[Item]], 
     got = sources.ingest(cfg.input, cfg.source)
     for note in got.notes:
         log.info("%s", note)
+    if warning := sources.nothing_kept(got):
+        log.warning("%s", warning)
     fp, shards = _shards(cfg, got)
     rows = []
     for n, shard in enumerate(shards):

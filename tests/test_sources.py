@@ -11,7 +11,7 @@ import corpus
 import numpy as np
 import pytest
 
-from pipeline.sources import SourceOptions, detect, ingest, read_item
+from pipeline.sources import SourceOptions, detect, ingest, nothing_kept, read_item
 from pipeline.sources.tree import walk
 from stages.images import Decoded
 
@@ -34,6 +34,22 @@ def test_folder_labels_aliases_and_label_list(tmp_path: Path) -> None:
     assert refused["other/a.jpg"] == ("unlabeled", "label 'other' is not in the label list")
     assert refused["loose.jpg"][0] == "unlabeled"
     assert any("ignored 1 non-image" in n for n in got.notes)
+    assert nothing_kept(got) == ""
+
+
+def test_an_input_with_every_image_refused_says_what_the_layout_expected(tmp_path: Path) -> None:
+    """A flat folder of photos (no class folders): a warning with the counts and the layout's rule,
+    not a run that quietly keeps nothing."""
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(small_jpeg())
+    got = ingest(tmp_path, SourceOptions(layout="folder"))
+    assert not got.items
+    warning = nothing_kept(got)
+    assert warning.startswith("ingest refused every image (2 unlabeled): nothing to process; ")
+    assert "first-level folder (RAW/happy/*.jpg)" in warning
+    item = got.rejected[0][0]
+    got.rejected.append((item, "unsafe_path", "../c.jpg"))   # two reasons: the counts, no single rule to name
+    assert nothing_kept(got) == "ingest refused every image (2 unlabeled, 1 unsafe_path): nothing to process"
 
 
 def test_nfd_names_become_nfc_keys(tmp_path: Path) -> None:

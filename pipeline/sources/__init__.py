@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 from pipeline.sources import aihub, fer2013, folder
@@ -53,3 +54,24 @@ def ingest(root: Path, opts: SourceOptions) -> Ingested:
     if result.ignored:
         result.notes.append(f"ignored {len(result.ignored)} non-image file(s), listed in reports/ignored.csv")
     return result
+
+
+#: What to do when every image of the input is refused for one reason, per layout.
+_HINTS = {
+    ("folder", "unlabeled"): "the folder layout takes an image's label from its first-level folder (RAW/happy/*.jpg); "
+                             "images right in RAW, or in folders --labels leaves out, have none",
+    ("aihub", "unlabeled"): "no image matched a record of the label JSON files by file name (--layout folder "
+                            "takes labels from folder names instead)",
+    ("fer2013", "unlabeled"): "the fer2013 layout reads fer2013.csv or <split>/<class>/*.jpg folders",
+}
+
+
+def nothing_kept(result: Ingested) -> str:
+    """A warning when the input has images and ingest refused every one of them (else ""): the
+    counts per reason and, where one reason refused them all, what the layout expected."""
+    if result.items or not result.rejected:
+        return ""
+    reasons = Counter(reason for _, reason, _ in result.rejected)
+    counts = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+    hint = _HINTS.get((result.layout, next(iter(reasons))), "") if len(reasons) == 1 else ""
+    return f"ingest refused every image ({counts}): nothing to process" + (f"; {hint}" if hint else "")
