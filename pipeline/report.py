@@ -37,8 +37,9 @@ from manifests.store import Store
 from pipeline import executor, report_assets
 from pipeline.options import verbosity
 from pipeline.sources import item_of_row, read_item
+from pipeline.thumbs import thumb_source_size, thumbnail_jpeg
 from stages.base import ORDER, STAGES, ConfigError, Item
-from stages.images import DEFAULT_MAX_PIXELS, Decoded, atomic_write, thumb_source_size, thumbnail_jpeg
+from stages.images import DEFAULT_MAX_PIXELS, Decoded, atomic_write
 from stages.split import empty_splits
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def thumb_path(work: Path, key: str) -> Path:
 
 
 def make_thumbnail(image: Decoded, key: str, work: Path) -> bool:
-    """Write the report's thumbnail of *image* (stages.images.thumbnail_jpeg); False (never an
+    """Write the report's thumbnail of *image* (pipeline.thumbs.thumbnail_jpeg); False (never an
     exception) if it cannot."""
     try:
         atomic_write(thumb_path(work, key), thumbnail_jpeg(image))

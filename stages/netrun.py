@@ -170,10 +170,11 @@ def _edited(buf: memoryview, edit: Callable[[int, memoryview], bytes | memoryvie
     (None: the field left out; the payload itself: unchanged)."""
     out: list[bytes | memoryview] = []
     for field, whole, payload in _fields(buf):
-        new = whole if payload is None else edit(field, payload)
-        if new is None:
-            continue
-        out.append(whole if new is payload or new is whole else _message(field, new))
+        new = payload if payload is None else edit(field, payload)
+        if new is payload:
+            out.append(whole)
+        elif new is not None:
+            out.append(_message(field, new))
     return b"".join(out)
 
 
@@ -189,8 +190,8 @@ def size_free(model: bytes) -> bytes:
     treats them as inputs and cannot fold them: CenterFace's batch norms ran ~1.6x slower)."""
 
     def free(p: memoryview) -> bytes:  # TensorShapeProto: each dim (1) -> a dim_param (2) of its own
-        dims = [q for f, _, q in _fields(p) if f == _SHAPE_DIM]
-        return b"".join(_message(_SHAPE_DIM, _message(_DIM_PARAM, f"d{i}".encode())) for i in range(len(dims)))
+        rank = sum(f == _SHAPE_DIM for f, _, _ in _fields(p))
+        return b"".join(_message(_SHAPE_DIM, _message(_DIM_PARAM, f"d{i}".encode())) for i in range(rank))
 
     def tensor_type(field: int, p: memoryview) -> bytes | memoryview:
         return _edited(p, lambda f, q: free(q) if f == _TENSOR_SHAPE else q) if field == _TYPE_TENSOR else p

@@ -176,10 +176,11 @@ def train(records: list[dict[str, Any]], work: Path, params: TrainParams) -> Tra
     from stages.train import callbacks as cb
 
     p = plan(records, work, params)
-    sized = params.sized(len(p.by_split["train"]))
+    n_train = len(p.by_split["train"])
+    sized = params.sized(n_train)
     if not params.batch_size and sized.batch_size < BATCH:
-        log.info("train: %d training images: batches of %d (learning rate %.2g) for %d steps an epoch", len(p.by_split["train"]),
-                 sized.batch_size, sized.learning_rate, -(-len(p.by_split["train"]) // sized.batch_size))
+        log.info("train: %d training images: batches of %d (learning rate %.2g) for %d steps an epoch", n_train,
+                 sized.batch_size, sized.learning_rate, -(-n_train // sized.batch_size))
     params = replace(sized, precision=resolve_precision(keras, params.precision))
     backup = work / "model" / "backup"
     fp = _fingerprint(params, p.labels, p.samples)
