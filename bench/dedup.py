@@ -48,7 +48,8 @@ from PIL import Image
 from bench.dedup_scale import index_bench, scale_bench, step_bench
 from stages import dupindex, dupkeys, dupverify
 from stages.base import Context, Item
-from stages.dedup import Dedup, DedupParams, find_groups, hashes
+from stages.dedup import Dedup, DedupParams, hashes
+from stages.dupgroups import find_groups
 from stages.images import Decoded, encode_png
 
 # Haar boxes (x, y, side) of the single-person and two-person photos, each checked by eye.

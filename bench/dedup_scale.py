@@ -40,7 +40,8 @@ import numpy as np
 from PIL import Image
 
 from stages import dupkeys
-from stages.dedup import CANDIDATE_RADIUS, N_WINDOWS, Dedup, DedupParams, find_groups, hashes
+from stages.dedup import N_WINDOWS, Dedup, DedupParams, hashes
+from stages.dupgroups import CANDIDATE_RADIUS, find_groups
 from stages.phash import components, near_pairs, unhex
 
 

@@ -45,7 +45,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from stages.dedup import DedupParams, find_groups
+from stages.dedup import DedupParams
+from stages.dupgroups import find_groups
 
 KINDS = ("exact", "resized", "reframed", "cutout", "mirror")
 EDITS = {"copy": "exact", "half_q75": "resized", "q30": "resized", "colour": "resized", "crop60": "reframed", "crop40": "reframed",

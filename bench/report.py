@@ -44,7 +44,7 @@ def _jpeg(seed: int, side: int) -> bytes:
 def synth_workspace(work: Path, n: int, seed: int = 0) -> dict[str, int]:
     """Write a finished-looking workspace of *n* items; returns counts of what was made."""
     from manifests.store import Store, dumps
-    from pipeline.report import thumb_path
+    from pipeline.thumbs import thumb_path
     from stages.base import STAGES
     from stages.images import atomic_write
 

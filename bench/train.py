@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="time spent measuring each training figure (default: 20)")
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow threads per op pool (0: the environment / all cores)")
     args = ap.parse_args(argv)
-    from stages.train.fit import configure, import_keras
+    from stages.train.runtime import configure, import_keras
 
     keras = import_keras()
     configure(keras, args.threads, 0)

@@ -26,7 +26,8 @@ from stages.base import ConfigError, Item, quiet_native_stderr
 from stages.crop import DEFAULT_DETECTOR, CropParams, choose, cut_face
 from stages.detectors import DETECTORS, Face, create
 from stages.images import Decoded, DecodeError, atomic_write, model_input, shrink, to_rgb
-from stages.train.fit import import_keras, predict_arrays
+from stages.train.fit import predict_arrays
+from stages.train.runtime import import_keras
 
 log = logging.getLogger(__name__)
 

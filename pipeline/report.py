@@ -5,7 +5,7 @@
 The page holds the counts per stage and reason, the class x split table and chart, what compress
 saved, the model's plots when one was trained, and a paged, filterable gallery of every image that
 was not kept. Gallery rows live in reports/rejected.js (one array, rendered a page at a time).
-Thumbnails of per-item rejections are made in the parallel per-item pass (``make_thumbnail``,
+Thumbnails of per-item rejections are made in the parallel per-item pass (``pipeline.thumbs.make_thumbnail``,
 called from pipeline/shard.py); those of dataset-step rejections (duplicates, quality decisions),
 unknown until then, of ingest refusals whose image decodes (unlabeled, annotator_disagreement) and
 of the kept images duplicates are shown beside, are made here in parallel; what cannot be decoded
@@ -16,7 +16,6 @@ of the source image, whose size the thumbnail's JPEG comment records), a duplica
 from __future__ import annotations
 
 import argparse
-import functools
 import html
 import json
 import logging
@@ -34,12 +33,12 @@ from manifests.export import Stats, final_rows
 from manifests.keys import key_to_relpath, split_key
 from manifests.schema import KEPT, REASONS
 from manifests.store import Store
-from pipeline import executor, report_assets
+from pipeline import report_assets
 from pipeline.options import verbosity
-from pipeline.sources import item_of_row, read_item
-from pipeline.thumbs import thumb_source_size, thumbnail_jpeg
+from pipeline.sources import item_of_row
+from pipeline.thumbs import backfill, thumb_source_size
 from stages.base import ORDER, STAGES, ConfigError, Item
-from stages.images import DEFAULT_MAX_PIXELS, Decoded, atomic_write
+from stages.images import atomic_write
 from stages.split import empty_splits
 
 log = logging.getLogger(__name__)
@@ -50,42 +49,6 @@ _HOVER_SKIP = {"bytes_in", "bytes_out", "width", "height", "landmarks", "split"}
 #: Ingest refusals whose image decodes: shown, not a placeholder (the others cannot be read or are unsafe to).
 _SHOWN_AT_INGEST = {"unlabeled", "annotator_disagreement"}
 _DUP_OF = re.compile(r"^(?:exact copy|near duplicate) of (.+?)(?: \(distance [^)]*\))?$")
-
-
-# -- thumbnails ----------------------------------------------------------------------------------
-def thumb_path(work: Path, key: str) -> Path:
-    return work / "reports" / "thumbs" / key_to_relpath(key, ".jpg")
-
-
-def make_thumbnail(image: Decoded, key: str, work: Path) -> bool:
-    """Write the report's thumbnail of *image* (pipeline.thumbs.thumbnail_jpeg); False (never an
-    exception) if it cannot."""
-    try:
-        atomic_write(thumb_path(work, key), thumbnail_jpeg(image))
-        return True
-    except Exception:  # undecodable or unwritable: the report shows a placeholder instead
-        return False
-
-
-def _thumb_chunk(task: tuple[list[tuple[str, Item]], Path]) -> int:
-
-    jobs, work = task
-    made = 0
-    for key, item in jobs:
-        made += make_thumbnail(Decoded(functools.partial(read_item, item), DEFAULT_MAX_PIXELS), key, work)
-    return made
-
-
-def _backfill(work: Path, jobs: list[tuple[str, Item]], workers: int) -> int:
-    """Thumbnails for dataset-step rejections, spread over *workers* processes."""
-    if not jobs:
-        return 0
-    if workers <= 1 or len(jobs) < 64:
-        return _thumb_chunk((jobs, work))
-    n = min(len(jobs), workers * 4)
-    tasks = [(jobs[i::n], work) for i in range(n)]
-    return sum(executor.run_tasks(_thumb_chunk, tasks, backend="loky", workers=workers, sizes=[len(t[0]) for t in tasks],
-                                  desc="thumbnails"))
 
 
 def _source_item(work: Path, r: dict[str, Any], items: dict[str, dict[str, Any]]) -> Item | None:
@@ -223,7 +186,7 @@ def collect(work: Path, workers: int = 1) -> dict[str, Any]:
         partner = _partner(r, extra)
         mate = kept_by_key.get(partner) if partner else None
         gallery.append((r, extra, thumb_of(r), partner, thumb_of(mate) if mate else ""))
-    made = _backfill(work, jobs, workers)
+    made = backfill(work, jobs, workers)
     if jobs:
         log.info("report: %d of %d thumbnail(s) made (dataset-step rejections, ingest refusals, kept duplicates' partners)",
                  made, len(jobs))

@@ -24,8 +24,8 @@ from typing import Any
 from manifests.schema import KEPT
 from pipeline.executor import pin_threads
 from pipeline.profile import CLOCK, own_time
-from pipeline.report import make_thumbnail
 from pipeline.sources import read_item
+from pipeline.thumbs import make_thumbnail
 from stages.base import Context, Item, Outcome, Stage
 from stages.images import Decoded, DecodeError
 

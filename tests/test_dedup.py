@@ -18,7 +18,8 @@ from PIL import Image
 from manifests.store import Store
 from stages import dupkeys, dupverify
 from stages import phash as phash_module
-from stages.dedup import DedupParams, find_groups, hashes, relation
+from stages.dedup import DedupParams, hashes
+from stages.dupgroups import find_groups, relation
 from stages.phash import components, hamming, near_pairs, phash, unhex
 
 

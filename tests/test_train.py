@@ -27,7 +27,8 @@ from PIL import Image
 
 from stages.detectors.base import box_iou
 from stages.train import data as train_data
-from stages.train.fit import predict_arrays, resolve_precision
+from stages.train.fit import predict_arrays
+from stages.train.runtime import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["happy", "sad", "surprise"]
