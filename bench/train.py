@@ -43,7 +43,7 @@ def bench_model(name: str, batch: int, seconds: float, precision: str = "float32
 
     from stages import models
     from stages.train import TrainParams
-    from stages.train.data import batches
+    from stages.train.data import batches, fit_input
 
     keras.mixed_precision.set_global_policy(precision)
     shape = models.input_shape(name)
@@ -53,7 +53,7 @@ def bench_model(name: str, batch: int, seconds: float, precision: str = "float32
     steps = 4
     x = rng.integers(0, 256, (batch * steps, *shape), dtype=np.uint8)
     y = rng.integers(0, 7, batch * steps)
-    feed = batches(x, y, 7, batch=batch, shuffle=True, seed=0, augmented=True)
+    feed = fit_input(batches(x, y, 7, batch=batch, shuffle=True, seed=0, augmented=True), shape, 7)  # as the stage feeds it
 
     def train_step() -> int:
         model.fit(feed, epochs=1, verbose=0)

@@ -52,6 +52,30 @@ def test_batches_are_reproducible_per_epoch_and_augment_in_numpy() -> None:
     assert np.array_equal(np.concatenate([v[i][0] for i in range(len(v))]), x.astype(np.float32))
 
 
+def test_tensorflow_stream_gives_the_feeders_batches_in_order() -> None:
+    """TensorFlow gets the batches through tf.data (stages.train.data.tf_stream): the same arrays, in
+    the same order, across an epoch's end, with sample weights, and the finite validation feed once."""
+    pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (50, 48, 48, 1), dtype=np.uint8)
+    y = np.arange(50) % 3
+
+    def feed(**kw: object) -> object:
+        return train_data.batches(x, y, 3, batch=16, shuffle=True, seed=4, augmented=True, erasing=0.5, endless=True,
+                                  first_epoch=1, weights={0: 1.0, 1: 2.0, 2: 0.5}, **kw)
+
+    want = feed()
+    got = list(train_data.tf_stream(feed(), (48, 48, 1), 3).take(10))  # 2.5 epochs of 4 batches
+    assert len(got) == 10 and got[3][0].shape == (2, 48, 48, 1) and got[0][0].dtype.name == "float32"
+    for k, batch in enumerate(got):
+        assert len(batch) == 3
+        assert all(np.array_equal(t.numpy(), w) for t, w in zip(batch, want[k], strict=True)), k  # type: ignore[index]
+    val = train_data.batches(x, y, 3, batch=16, shuffle=False, seed=0)
+    seen = list(train_data.tf_stream(val, (48, 48, 1), 3))
+    assert len(seen) == 4 and np.array_equal(np.concatenate([b[0].numpy() for b in seen]), x.astype(np.float32))
+    assert np.array_equal(np.concatenate([b[1].numpy() for b in seen]).argmax(1), y)
+
+
 def test_random_erasing_blanks_one_rectangle_per_hit_image_reproducibly() -> None:
     x = np.full((200, 48, 48, 1), 128, np.uint8)
     out = train_data.erase(x.copy(), np.random.default_rng(3), 0.5)

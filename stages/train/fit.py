@@ -195,6 +195,7 @@ def _fit_and_report(keras: Any, params: TrainParams, p: Plan, backup: Path, fp: 
                                            first_epoch=start, weights=weights, augmented=params.augment,
                                            erasing=params.erase if params.augment else 0.0, endless=True)
         val_batches = train_data.batches(*data["val"], len(labels), batch=max(params.batch_size, 256), shuffle=False, seed=0)
+        train_batches, val_batches = (train_data.fit_input(f, shape, len(labels)) for f in (train_batches, val_batches))
         with quiet_native_stderr():
             # The feeder shuffles (per epoch, from the seed); Keras' own shuffle does not apply to an endless one.
             model.fit(train_batches, steps_per_epoch=steps, shuffle=False, validation_data=val_batches, epochs=params.epochs,
