@@ -227,14 +227,14 @@ def predict_arrays(model: Any, x: np.ndarray, batch: int = 512, *, flip: bool = 
     """Class probabilities for uint8 images *x* (N, H, W, C), in order: the mean over each image's
     views. With *shift*, the image and four copies moved *shift* px left, right, up and down (borders
     reflected, as the training augmentation fills them); with *flip*, each of those and its mirror image."""
-    import keras
-
     n = len(x)
     if not n:
         return np.zeros((0, int(model.output_shape[-1])), np.float32)
 
     def probs(b: np.ndarray) -> np.ndarray:
-        return np.asarray(keras.ops.convert_to_numpy(model(b, training=False)), np.float32)
+        # Keras's compiled predict step: the same outputs as calling the model eagerly, 1.5x the rate
+        # of fer-vgg on TensorFlow on a 2-core CPU (batches of 510 views; BENCHMARKS.md, train).
+        return np.asarray(model.predict_on_batch(b), np.float32)
 
     k = (1 + 4 * (shift > 0)) * (1 + flip)  # views per image
     step = max(1, batch // k)  # every view of a chunk in one call (one face: one call, not k)
