@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from stages import dupindex, dupkeys, dupprocs, dupverify
 from stages.phash import components, hamming
-
-if TYPE_CHECKING:
-    from stages.dedup import DedupParams
 
 #: The widest ``dedup.radius``; keypoint candidates are proposed for pairs further apart than it.
 MAX_RADIUS = 16
@@ -23,6 +20,37 @@ MAX_RADIUS = 16
 CANDIDATE_RADIUS = 10
 #: Kinds: matches around the faces that make a pair the face crops proved a crop, not a cut-out (``relation``).
 AROUND_FACES = 2
+
+
+class DedupParams(Protocol):
+    """What the join reads of the dedup stage's parameters (``stages.dedup.DedupParams``, frozen)."""
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def radius(self) -> int: ...
+
+    @property
+    def crops(self) -> bool: ...
+
+    @property
+    def flips(self) -> bool: ...
+
+    @property
+    def verify(self) -> bool: ...
+
+    @property
+    def keypoints(self) -> bool: ...
+
+    @property
+    def min_inliers(self) -> int: ...
+
+    @property
+    def min_overlap(self) -> float: ...
+
+    @property
+    def top_k(self) -> int: ...
 
 
 @dataclass
