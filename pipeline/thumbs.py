@@ -57,8 +57,7 @@ def thumb_path(work: Path, key: str) -> Path:
 
 
 def make_thumbnail(image: Decoded, key: str, work: Path) -> bool:
-    """Write the report's thumbnail of *image* (thumbnail_jpeg); False (never an
-    exception) if it cannot."""
+    """Write the report's thumbnail of *image* (``thumbnail_jpeg``); False, never an exception, if it cannot."""
     try:
         atomic_write(thumb_path(work, key), thumbnail_jpeg(image))
         return True

@@ -394,19 +394,20 @@ def fit_input(feed: Any, shape: tuple[int, ...], n_classes: int) -> Any:
 
 def tf_stream(feed: Any, shape: tuple[int, ...], n_classes: int) -> Any:
     """*feed* (``batches``; *shape*: an image's) as a ``tf.data.Dataset`` of the same batches in the
-    same order, for the TensorFlow backend. Keras hands a ``PyDataset`` to TensorFlow through
-    ``Dataset.from_generator``, and on a 2-core CPU fer-vgg trained at 41-43 images/s so against 67
-    with the batches drawn by index (``Dataset.range`` mapped through ``numpy_function``; batch *k* is a
-    pure function of *k*), the rate of arrays in memory, with a third less CPU time (BENCHMARKS.md,
-    train). The pixels cross as uint8 and become float32 in the graph."""
+    same order, for the TensorFlow backend: an endless feed's whole stream, a finite one's current
+    epoch (one pass). Keras hands a ``PyDataset`` to TensorFlow through ``Dataset.from_generator``,
+    and on a 2-core CPU fer-vgg trained at 42-43 images/s that way against 67 with the batches drawn
+    by index (``Dataset.range`` mapped through ``numpy_function``; batch *k* is a pure function of
+    *k*), the rate of arrays in memory, with a third less CPU time (BENCHMARKS.md, train). The pixels
+    cross as uint8 and become float32 in the graph."""
     import tensorflow as tf
 
     out = (tf.uint8, tf.float32, tf.float32) if feed.weighted else (tf.uint8, tf.float32)
-    shapes = ((None, *shape), (None, n_classes), (None,))
+    shapes = ((None, *shape), (None, n_classes), (None,))[:len(out)]
 
     def item(k: Any) -> Any:
         got = tf.numpy_function(lambda i: feed.raw_at(int(i)), [k], out, stateful=False)
-        xb, *rest = (tf.ensure_shape(t, s) for t, s in zip(got, shapes, strict=False))
+        xb, *rest = (tf.ensure_shape(t, s) for t, s in zip(got, shapes, strict=True))
         return (tf.cast(xb, tf.float32), *rest)
 
     n = 2 ** 62 if feed.num_batches is None else len(feed)
